@@ -1,0 +1,11 @@
+//! Bluesky Jetstream: decoding Jetstream v1 events into [`skystream_model::PostData`] rows.
+//!
+//! The decoder borrows strings from the input where it can and builds only the columns a
+//! query reads. Events that are not post creates (likes, follows, deletes, identity and account
+//! events) are counted as filtered; events that do not parse are reported as malformed.
+
+pub mod decode;
+pub mod format;
+
+pub use decode::{JetstreamDecoder, decode_post};
+pub use format::{decoder_for, resolve_schema};

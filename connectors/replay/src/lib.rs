@@ -1,0 +1,318 @@
+//! `connector = 'replay'`: reads a JSONL file (Jetstream v1 events or plain JSON rows) as a
+//! stream, as fast as possible, in real time, or N times faster.
+//!
+//! ```sql
+//! CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
+//! WITH (connector = 'replay', path = 'testdata/jetstream/expected_v1.jsonl',
+//!       format = 'jetstream', speed = 'max');
+//! ```
+//!
+//! Options: `path` (required), `format` (`jetstream` | `json`, default `jetstream`), `speed`
+//! (`max`, `realtime`, or a factor such as `60`), `time_field` (for paced `json`: the
+//! timestamp column to pace on; default: the first timestamp column), `batch_size`
+//! (default 4096). Its position is the number of lines consumed.
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use skystream_engine::connector::{Connector, TableDef};
+use skystream_engine::format::{Decoded, RecordDecoder};
+use skystream_engine::source::{Source, SourceContext, SourceEvent};
+use skystream_engine::{Error, Result};
+use skystream_jetstream::format::{FORMATS, decoder_for, resolve_schema};
+
+/// How fast a recorded stream is replayed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// No pacing.
+    Max,
+    /// Event time runs this many times faster than the wall clock (1 = real time).
+    Factor(f64),
+}
+
+impl Speed {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "max" | "fast" | "asap" => Ok(Speed::Max),
+            "realtime" | "real-time" | "1" | "1x" | "x1" => Ok(Speed::Factor(1.0)),
+            other => {
+                let n = other.trim_start_matches('x').trim_end_matches('x');
+                match n.parse::<f64>() {
+                    Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
+                    _ => Err(Error::plan(format!("speed must be 'max', 'realtime' or a factor such as '60', got '{s}'"))),
+                }
+            }
+        }
+    }
+}
+
+/// Paces event time against the wall clock.
+#[derive(Debug)]
+pub struct Pacer {
+    speed: Speed,
+    origin: Option<(i64, Instant)>,
+}
+
+impl Pacer {
+    pub fn new(speed: Speed) -> Self {
+        Self { speed, origin: None }
+    }
+
+    /// How long to wait before releasing an event at `event_ns` (zero when it is due).
+    pub fn delay(&mut self, event_ns: i64) -> Duration {
+        let Speed::Factor(f) = self.speed else {
+            return Duration::ZERO;
+        };
+        let (t0, w0) = *self.origin.get_or_insert((event_ns, Instant::now()));
+        let due = w0 + Duration::from_secs_f64(((event_ns - t0).max(0) as f64 / 1e9) / f);
+        due.saturating_duration_since(Instant::now())
+    }
+
+    /// The event time the wall clock has reached (paced replays only).
+    pub fn clock(&self) -> Option<i64> {
+        match (self.speed, self.origin) {
+            (Speed::Factor(f), Some((t0, w0))) => Some(t0 + (w0.elapsed().as_secs_f64() * f * 1e9) as i64),
+            _ => None,
+        }
+    }
+
+    pub fn is_paced(&self) -> bool {
+        matches!(self.speed, Speed::Factor(_))
+    }
+}
+
+/// The replay connector.
+pub struct ReplayConnector;
+
+struct Config {
+    path: String,
+    format: String,
+    speed: Speed,
+    batch_size: usize,
+    time_field: Option<String>,
+}
+
+fn config(table: &TableDef) -> Result<Config> {
+    let mut o = table.options();
+    let path = o.take_required("path")?;
+    let format = o.take_choice("format", FORMATS)?.unwrap_or_else(|| "jetstream".into());
+    let speed = o.take("speed").map(|s| Speed::parse(&s)).transpose()?.unwrap_or(Speed::Max);
+    let batch_size = o.take_parsed::<usize>("batch_size")?.unwrap_or(4096).max(1);
+    let time_field = o.take("time_field");
+    o.finish()?;
+    Ok(Config { path, format, speed, batch_size, time_field })
+}
+
+impl Connector for ReplayConnector {
+    fn name(&self) -> &str {
+        "replay"
+    }
+
+    fn description(&self) -> &str {
+        "source: a JSONL file of Jetstream events or JSON rows, replayed at max speed, real time or xN"
+    }
+
+    fn source_schema(&self, table: &TableDef) -> Result<SchemaRef> {
+        let c = config(table)?;
+        if !std::path::Path::new(&c.path).exists() {
+            return Err(Error::plan(format!("table '{}': file '{}' does not exist", table.name, c.path)));
+        }
+        resolve_schema(&table.name, &c.format, table.declared_schema.as_ref())
+    }
+
+    fn create_source(&self, table: &TableDef, projection: &[usize]) -> Result<Box<dyn Source>> {
+        let c = config(table)?;
+        let schema = resolve_schema(&table.name, &c.format, table.declared_schema.as_ref())?;
+        let decoder = decoder_for(&c.format, &schema, projection)?;
+        let out_schema = decoder.schema();
+        let time_col = match &c.time_field {
+            Some(f) => Some(out_schema.index_of(f).map_err(|_| Error::plan(format!("table '{}': time_field '{f}' is not a read column", table.name)))?),
+            None => out_schema.fields().iter().position(|f| matches!(f.data_type(), DataType::Timestamp(_, _))),
+        };
+        Ok(Box::new(LinesSource {
+            name: table.name.clone(),
+            reader: LineReader::File(c.path),
+            decoder,
+            pacer: Pacer::new(c.speed),
+            batch_size: c.batch_size,
+            time_col,
+        }))
+    }
+}
+
+/// Where lines come from.
+pub enum LineReader {
+    File(String),
+    /// Lines held in memory (benchmarks, tests).
+    Memory(Arc<Vec<Vec<u8>>>),
+}
+
+/// A source decoding lines, batching them, and pacing them on event time.
+pub struct LinesSource {
+    pub name: String,
+    pub reader: LineReader,
+    pub decoder: Box<dyn RecordDecoder>,
+    pub pacer: Pacer,
+    pub batch_size: usize,
+    /// Column of the decoded rows that paces a replay.
+    pub time_col: Option<usize>,
+}
+
+impl LinesSource {
+    /// A source over lines in memory, decoded with `decoder`, as fast as possible.
+    pub fn in_memory(name: &str, lines: Arc<Vec<Vec<u8>>>, decoder: Box<dyn RecordDecoder>, batch_size: usize) -> Self {
+        Self { name: name.into(), reader: LineReader::Memory(lines), decoder, pacer: Pacer::new(Speed::Max), batch_size, time_col: None }
+    }
+}
+
+fn first_time(batch: &RecordBatch, col: Option<usize>) -> Option<i64> {
+    let c = batch.column(col?);
+    let c = arrow::compute::cast(c, &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None)).ok()?;
+    let a = c.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+    (!a.is_empty() && a.is_valid(0)).then(|| a.value(0))
+}
+
+impl Source for LinesSource {
+    fn schema(&self) -> SchemaRef {
+        self.decoder.schema()
+    }
+
+    fn run(mut self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<()>> {
+        async move {
+            let skip = ctx.restore.as_ref().and_then(|p| p.get("line")).and_then(|v| v.as_u64()).unwrap_or(0);
+            let mut line_no: u64 = 0;
+            let mut logged = 0u32;
+            // With pacing, rows are released in small batches so the clock stays smooth.
+            let batch_size = if self.pacer.is_paced() { self.batch_size.min(64) } else { self.batch_size };
+            enum Lines {
+                File(std::io::Split<std::io::BufReader<std::fs::File>>),
+                Memory(Arc<Vec<Vec<u8>>>, usize),
+            }
+            let mut lines = match &self.reader {
+                LineReader::File(path) => {
+                    let f = std::fs::File::open(path).map_err(|e| Error::connector(&self.name, format!("cannot open '{path}': {e}")))?;
+                    Lines::File(std::io::BufReader::with_capacity(1 << 20, f).split(b'\n'))
+                }
+                LineReader::Memory(v) => Lines::Memory(v.clone(), 0),
+            };
+            let mut yield_every = 0u32;
+            let mut owned: Vec<u8>;
+            loop {
+                let shared;
+                let next: Option<&[u8]> = match &mut lines {
+                    Lines::File(it) => match it.next() {
+                        Some(l) => {
+                            owned = l.map_err(|e| Error::connector(&self.name, e))?;
+                            Some(&owned)
+                        }
+                        None => None,
+                    },
+                    Lines::Memory(v, i) => {
+                        shared = v.clone();
+                        let line = shared.get(*i).map(|l| l.as_slice());
+                        *i += 1;
+                        line
+                    }
+                };
+                let done = next.is_none();
+                if let Some(line) = next {
+                    line_no += 1;
+                    if line_no > skip {
+                        push_record(self.decoder.as_mut(), &ctx, &self.name, line_no, line, &mut logged);
+                    }
+                }
+                if self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()) {
+                    if let Some(batch) = self.decoder.flush()? {
+                        if let Some(t) = first_time(&batch, self.time_col) {
+                            let d = self.pacer.delay(t);
+                            if !d.is_zero() {
+                                sleep_with_heartbeats(&ctx, &self.pacer, d).await;
+                            }
+                        }
+                        let position = Some(serde_json::json!({ "line": line_no }));
+                        if ctx.send(SourceEvent::Batch { batch, position }).await.is_err() {
+                            return Ok(());
+                        }
+                        yield_every += 1;
+                        if yield_every % 8 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+                if done {
+                    let _ = ctx.send(SourceEvent::End).await;
+                    return Ok(());
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Decodes one input record into `decoder`, counting it, and counting and logging (the first
+/// 20 of) the malformed ones.
+pub fn push_record(decoder: &mut dyn RecordDecoder, ctx: &SourceContext, name: &str, record_no: u64, record: &[u8], logged: &mut u32) {
+    let trimmed = record.trim_ascii();
+    if trimmed.is_empty() {
+        return;
+    }
+    ctx.counters.add_records(1);
+    match decoder.push(trimmed) {
+        Ok(Decoded::Row) => {}
+        Ok(Decoded::Filtered) => ctx.counters.add_filtered(1),
+        Err(reason) => {
+            ctx.counters.add_malformed(1);
+            if *logged < 20 {
+                *logged += 1;
+                tracing::warn!(source = %name, record = record_no, "skipping malformed record: {reason}");
+            }
+        }
+    }
+}
+
+/// Sleeps `d`, telling the engine every 100 ms how far the paced event clock has moved.
+pub async fn sleep_with_heartbeats(ctx: &SourceContext, pacer: &Pacer, d: Duration) {
+    let until = Instant::now() + d;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+        if let Some(clock) = pacer.clock() {
+            if ctx.send(SourceEvent::Heartbeat { event_time_ns: clock }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speeds() {
+        assert_eq!(Speed::parse("max").unwrap(), Speed::Max);
+        assert_eq!(Speed::parse("realtime").unwrap(), Speed::Factor(1.0));
+        assert_eq!(Speed::parse("60").unwrap(), Speed::Factor(60.0));
+        assert_eq!(Speed::parse("x10").unwrap(), Speed::Factor(10.0));
+        assert!(Speed::parse("fast-ish").is_err());
+        assert!(Speed::parse("-3").is_err());
+    }
+
+    #[test]
+    fn pacer_waits_in_event_time_over_speed() {
+        let mut p = Pacer::new(Speed::Factor(10.0));
+        assert_eq!(p.delay(0), Duration::ZERO);
+        let d = p.delay(10_000_000_000); // 10 s of event time at x10 = 1 s
+        assert!(d > Duration::from_millis(900) && d <= Duration::from_secs(1), "{d:?}");
+        let mut m = Pacer::new(Speed::Max);
+        assert_eq!(m.delay(1_000_000_000_000), Duration::ZERO);
+    }
+}

@@ -1,0 +1,131 @@
+//! `skystream bench`: posts/s through JSON parse -> keywords -> hop(1 min, 10 min) count per
+//! keyword -> top-20 per window, over synthetic posts held in memory, on one thread.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use arrow::datatypes::SchemaRef;
+use skystream_engine::connector::{Connector, ConnectorRegistry, TableDef};
+use skystream_engine::source::Source;
+use skystream_jetstream::format::{decoder_for, resolve_schema};
+use skystream_replay::LinesSource;
+use skystream_synthetic::{Generator, GeneratorConfig};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Number of synthetic posts.
+    #[arg(long, default_value_t = 1_000_000)]
+    posts: u64,
+    /// Posts per second of event time (sets how many windows the posts span).
+    #[arg(long, default_value_t = 35.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Which pipeline: `top20` (the windowed keyword count and top-20) or `parse` (decode only).
+    #[arg(long, default_value = "top20")]
+    query: String,
+}
+
+const TOP20_SQL: &str = "
+CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
+WITH (connector = 'bench_lines');
+CREATE TABLE top WITH (connector = 'memory');
+INSERT INTO top
+SELECT win, keyword, n, rn FROM (
+  SELECT win, keyword, n, ROW_NUMBER() OVER (PARTITION BY win ORDER BY n DESC) AS rn
+  FROM (
+    SELECT keyword, count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '10' MINUTE) AS win
+    FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+    GROUP BY keyword, win))
+WHERE rn <= 20;";
+
+const PARSE_SQL: &str = "
+CREATE TABLE posts WITH (connector = 'bench_lines');
+CREATE TABLE out WITH (connector = 'memory');
+INSERT INTO out SELECT did FROM posts WHERE false;";
+
+/// Lines held in memory, served through the replay machinery.
+struct BenchLines {
+    lines: Arc<Vec<Vec<u8>>>,
+}
+
+impl Connector for BenchLines {
+    fn name(&self) -> &str {
+        "bench_lines"
+    }
+    fn description(&self) -> &str {
+        "source: pre-generated Jetstream lines in memory (benchmark)"
+    }
+    fn source_schema(&self, table: &TableDef) -> skystream_engine::Result<SchemaRef> {
+        resolve_schema(&table.name, "jetstream", table.declared_schema.as_ref())
+    }
+    fn create_source(&self, table: &TableDef, projection: &[usize]) -> skystream_engine::Result<Box<dyn Source>> {
+        let schema = self.source_schema(table)?;
+        let decoder = decoder_for("jetstream", &schema, projection)?;
+        Ok(Box::new(LinesSource::in_memory(&table.name, self.lines.clone(), decoder, 8192)))
+    }
+}
+
+fn status_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let sql = match args.query.as_str() {
+        "top20" => TOP20_SQL,
+        "parse" => PARSE_SQL,
+        other => bail!("unknown --query '{other}' (top20, parse)"),
+    };
+    eprintln!("generating {} synthetic posts...", args.posts);
+    let mut g = Generator::new(GeneratorConfig { seed: args.seed, rate: args.rate, count: Some(args.posts), ..Default::default() })
+        .map_err(anyhow::Error::msg)?;
+    let mut lines = Vec::with_capacity(args.posts as usize);
+    let mut buf = Vec::new();
+    let mut bytes = 0usize;
+    while g.next_event(&mut buf).is_some() {
+        bytes += buf.len();
+        lines.push(buf.clone());
+    }
+    let n = lines.len() as u64;
+    let lines = Arc::new(lines);
+    // Reset the peak-RSS counter so it measures the run (the input stays resident).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = status_kb("VmRSS:").unwrap_or(0);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut reg = skystream_registry::registry();
+    reg.register(Arc::new(BenchLines { lines: lines.clone() }));
+    let (summary, windows, top_rows) = rt.block_on(async {
+        let planned = skystream_sql::plan_script(sql, &reg).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let started = Instant::now();
+        let s = planned.pipeline.run().await?;
+        let elapsed = started.elapsed();
+        let rows = memory_rows(&reg);
+        Ok::<_, anyhow::Error>(((s, elapsed), rows.0, rows.1))
+    })?;
+    let (s, elapsed) = summary;
+    let peak = status_kb("VmHWM:").unwrap_or(0);
+    let secs = elapsed.as_secs_f64();
+    println!("benchmark: {}", args.query);
+    println!("posts:              {n}");
+    println!("input JSON:         {:.1} MB ({:.0} bytes/post)", bytes as f64 / 1e6, bytes as f64 / n as f64);
+    println!("elapsed:            {secs:.3} s (one thread)");
+    println!("throughput:         {:.0} posts/s", n as f64 / secs);
+    println!("windows emitted:    {}", s.metrics.windows_emitted);
+    println!("result rows:        {top_rows} in {windows} batches");
+    println!("late rows:          {}", s.metrics.late_rows);
+    println!("peak RSS:           {:.1} MB (input held in memory: {:.1} MB before the run)", peak as f64 / 1024.0, rss_before as f64 / 1024.0);
+    println!("peak RSS - input:   {:.1} MB", peak.saturating_sub(rss_before) as f64 / 1024.0);
+    Ok(())
+}
+
+fn memory_rows(reg: &ConnectorRegistry) -> (usize, usize) {
+    ["top", "out"]
+        .iter()
+        .filter_map(|t| reg.memory().batches(t))
+        .map(|(_, b)| (b.len(), b.iter().map(|b| b.num_rows()).sum::<usize>()))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}

@@ -1,0 +1,202 @@
+//! `skystream`: streaming SQL over the Bluesky firehose.
+
+mod bench;
+mod vars;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use skystream_engine::metrics::PipelineMetrics;
+use skystream_engine::time::format_ns;
+
+/// The demo pipeline, embedded so `skystream demo` runs from any directory.
+const DEMO_SQL: &str = include_str!("../../../sql/demo.sql");
+
+#[derive(Parser)]
+#[command(name = "skystream", version, about = "Streaming SQL over the Bluesky firehose")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline script (CREATE TABLE / CREATE VIEW / INSERT INTO statements).
+    Run {
+        /// The script.
+        file: PathBuf,
+        /// Fill a ${name} placeholder of the script: --set rate=100 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Print the plan of every flow before running.
+        #[arg(long)]
+        explain: bool,
+        /// Seconds between progress lines on stderr (0: none).
+        #[arg(long, default_value_t = 5.0)]
+        progress: f64,
+        /// Seconds without input after which a source stops holding windows back.
+        #[arg(long, default_value_t = 5.0)]
+        idle_timeout: f64,
+    },
+    /// Check a script and print its plan, without running it.
+    Validate {
+        file: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Synthetic firehose -> trending SQL (sql/demo.sql) -> a live top-trends table per window.
+    /// Needs no external service.
+    Demo {
+        /// Posts per second of event time.
+        #[arg(long, default_value_t = 40.0)]
+        rate: f64,
+        /// How much faster event time runs than the wall clock ('max' for no pacing).
+        #[arg(long, default_value = "30")]
+        speed: String,
+        /// Event time to generate (e.g. 30m, 2h).
+        #[arg(long, default_value = "2h")]
+        duration: String,
+        /// Random seed of the synthetic firehose.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Planted bursts: keyword:start:duration:intensity[:lang], comma-separated.
+        #[arg(long, default_value = "eclipse:12m:20m:12,地震:25m:15m:10:ja,flamengo:40m:15m:10:pt")]
+        bursts: String,
+        /// Print the pipeline script and exit.
+        #[arg(long)]
+        print_sql: bool,
+    },
+    /// List the connectors.
+    Connectors,
+    /// Measure throughput: JSON parse -> keywords -> hop(1 min, 10 min) count -> top-20.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKYSTREAM_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { file, sets, explain, progress, idle_timeout } => {
+            let sql = read_script(&file, &sets)?;
+            run_script(&sql, explain, progress, idle_timeout)
+        }
+        Command::Validate { file, sets } => {
+            let sql = read_script(&file, &sets)?;
+            let rt = runtime()?;
+            let reg = skystream_registry::registry();
+            match rt.block_on(skystream_sql::plan_script(&sql, &reg)) {
+                Ok(p) => {
+                    println!("ok: {} flow(s)\n{}", p.outputs.len(), p.explain);
+                    Ok(())
+                }
+                Err(e) => bail!("{}: {e}", file.display()),
+            }
+        }
+        Command::Demo { rate, speed, duration, seed, bursts, print_sql } => {
+            let mut vars = std::collections::BTreeMap::new();
+            vars.insert("rate".to_string(), rate.to_string());
+            vars.insert("speed".to_string(), speed);
+            vars.insert("duration".to_string(), duration);
+            vars.insert("seed".to_string(), seed.to_string());
+            vars.insert("bursts".to_string(), bursts);
+            let sql = vars::substitute(DEMO_SQL, &vars).map_err(anyhow::Error::msg)?;
+            if print_sql {
+                println!("{sql}");
+                return Ok(());
+            }
+            eprintln!("skystream demo: synthetic firehose ({rate} posts/s of event time) -> sql/demo.sql; Ctrl-C to stop");
+            run_script(&sql, false, 5.0, 5.0)
+        }
+        Command::Connectors => {
+            for c in skystream_registry::registry().connectors() {
+                println!("{:<10} {}", c.name(), c.description());
+            }
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn read_script(file: &PathBuf, sets: &[String]) -> Result<String> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let vars = vars::parse_sets(sets).map_err(anyhow::Error::msg)?;
+    vars::substitute(&text, &vars).map_err(anyhow::Error::msg)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn run_script(sql: &str, explain: bool, progress: f64, idle_timeout: f64) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let reg = skystream_registry::registry();
+        let planned = match skystream_sql::plan_script(sql, &reg).await {
+            Ok(p) => p,
+            Err(e) => bail!("{e}"),
+        };
+        if explain {
+            eprintln!("{}", planned.explain);
+        }
+        let mut pipeline = planned.pipeline;
+        pipeline.config.idle_timeout = Duration::from_secs_f64(idle_timeout.max(0.0));
+        let metrics = pipeline.metrics();
+        let stop = pipeline.stop_handle();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping...");
+                stop.stop();
+            }
+        });
+        let reporter = (progress > 0.0).then(|| tokio::spawn(report(metrics.clone(), Duration::from_secs_f64(progress))));
+        let summary = pipeline.run().await;
+        if let Some(r) = reporter {
+            r.abort();
+        }
+        let summary = summary?;
+        let m = &summary.metrics;
+        let secs = summary.elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "{}: {} rows in ({:.0}/s), {} out, {} windows, {} late, {} malformed, {} filtered in {:.1}s",
+            if summary.completed { "done" } else { "stopped" },
+            m.rows_in,
+            m.rows_in as f64 / secs,
+            m.rows_out,
+            m.windows_emitted,
+            m.late_rows,
+            m.malformed,
+            m.filtered,
+            secs
+        );
+        Ok(())
+    })
+}
+
+async fn report(metrics: Arc<PipelineMetrics>, every: Duration) {
+    let mut last = metrics.snapshot();
+    let mut at = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let now = metrics.snapshot();
+        let dt = at.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "[progress] {:.0} events/s | watermark {} | windows {} | late {} | malformed {} | panes {}",
+            (now.rows_in - last.rows_in) as f64 / dt,
+            now.watermark.map(format_ns).unwrap_or_else(|| "-".into()),
+            now.windows_emitted,
+            now.late_rows,
+            now.malformed,
+            now.open_panes,
+        );
+        last = now;
+        at = Instant::now();
+    }
+}

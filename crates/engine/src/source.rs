@@ -1,0 +1,94 @@
+//! The source interface: connectors push Arrow batches (with their source position) into the
+//! engine through a [`SourceContext`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::Result;
+
+/// Where a source stands in its input (a file offset, Kafka offsets per partition, a Jetstream
+/// cursor). Opaque to the engine, which stores it in checkpoints and hands it back on restore.
+pub type Position = serde_json::Value;
+
+/// What a source sends to the engine.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Rows, and the position just after the last of them.
+    Batch { batch: RecordBatch, position: Option<Position> },
+    /// The source's own clock: no event earlier than `event_time_ns` will follow. Paced replays
+    /// send it while they wait, so windows close on time even when no event arrives.
+    Heartbeat { event_time_ns: i64 },
+    /// A finite source reached its end: every open window can be flushed.
+    End,
+}
+
+/// Counters a source keeps about its input, read by the engine's progress reports.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Input records read (lines, messages, frames), decoded or not.
+    pub records: AtomicU64,
+    /// Records skipped because they were malformed (each one logged).
+    pub malformed: AtomicU64,
+    /// Records skipped because they are not rows of this table (other collections, kinds...).
+    pub filtered: AtomicU64,
+}
+
+impl SourceCounters {
+    pub fn add_records(&self, n: u64) {
+        self.records.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_malformed(&self, n: u64) {
+        self.malformed.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_filtered(&self, n: u64) {
+        self.filtered.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The handle a running source uses to talk to the engine.
+pub struct SourceContext {
+    pub(crate) index: usize,
+    pub(crate) tx: mpsc::Sender<(usize, SourceEvent)>,
+    /// Position to resume from (from a checkpoint), if any.
+    pub restore: Option<Position>,
+    pub counters: Arc<SourceCounters>,
+}
+
+/// The pipeline stopped: the source should return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl SourceContext {
+    /// A context that is not attached to a pipeline: events go to the returned receiver.
+    /// For connectors' own tests and tools.
+    pub fn detached(capacity: usize) -> (Self, mpsc::Receiver<(usize, SourceEvent)>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Self { index: 0, tx, restore: None, counters: Arc::default() }, rx)
+    }
+
+    /// Sends an event, waiting while the engine is busy (back-pressure).
+    pub async fn send(&self, event: SourceEvent) -> Result<(), Stopped> {
+        self.tx.send((self.index, event)).await.map_err(|_| Stopped)
+    }
+
+    /// Whether the engine has stopped listening.
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// A running input of a pipeline.
+pub trait Source: Send {
+    /// Schema of the batches this source sends.
+    fn schema(&self) -> SchemaRef;
+
+    /// Reads the input and sends it to `ctx` until the input ends (then sends
+    /// [`SourceEvent::End`]) or the engine stops listening. Errors that cannot be skipped end
+    /// the source with `Err`.
+    fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<()>>;
+}

@@ -1,0 +1,16 @@
+//! The connectors skystream ships, assembled into one [`ConnectorRegistry`] for the binary,
+//! the API server and the tests.
+
+use std::sync::Arc;
+
+use skystream_engine::connector::ConnectorRegistry;
+
+/// Every shipped connector: `replay`, `synthetic`, `stdout`, `file` and the built-in `memory`.
+pub fn registry() -> ConnectorRegistry {
+    let mut r = ConnectorRegistry::new();
+    r.register(Arc::new(skystream_replay::ReplayConnector));
+    r.register(Arc::new(skystream_synthetic::SyntheticConnector));
+    r.register(Arc::new(skystream_stdio::StdoutConnector));
+    r.register(Arc::new(skystream_stdio::FileConnector));
+    r
+}

@@ -1,0 +1,33 @@
+//! Streaming SQL for skystream.
+//!
+//! A pipeline is a script of statements:
+//!
+//! ```sql
+//! CREATE TABLE posts (
+//!   WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+//! ) WITH (connector = 'synthetic', rate = '100');
+//!
+//! CREATE TABLE out WITH (connector = 'stdout');
+//!
+//! INSERT INTO out
+//! SELECT kw, count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '10' MINUTE) AS win
+//! FROM (SELECT unnest(keywords(text)) AS kw, event_time FROM posts)
+//! GROUP BY kw, win;
+//! ```
+//!
+//! [`plan_script`] turns it into a runnable [`skystream_engine::pipeline::Pipeline`], reusing
+//! DataFusion's parser, planner, optimizer, expressions and accumulators; this crate adds the
+//! streaming parts: connector tables, watermarks, windows, and the rules of what may run on an
+//! unbounded stream.
+
+pub mod error;
+pub mod planner;
+pub mod rewrite;
+pub mod script;
+pub mod table;
+pub mod text;
+pub mod udf;
+pub mod validate;
+
+pub use error::SqlError;
+pub use planner::{PlannedPipeline, new_session, plan_script};

@@ -1,0 +1,482 @@
+//! From a pipeline script to a runnable [`Pipeline`].
+//!
+//! 1. The script is split into statements ([`crate::script`]).
+//! 2. `CREATE TABLE` resolves its connector; a table that is read becomes a [`StreamTable`] in
+//!    a DataFusion session, a table that is inserted into becomes a sink.
+//! 3. `CREATE VIEW` is planned by DataFusion (views are inlined where used).
+//! 4. Each `INSERT INTO` (or bare `SELECT`, which prints to stdout) is planned by DataFusion
+//!    into a logical plan, checked against the streaming rules ([`crate::validate`]), given
+//!    event time ([`crate::rewrite`]), optimised and turned into a physical plan.
+//! 5. The physical plan is cut at its windowed aggregate: the part below runs per source batch,
+//!    the aggregate becomes a [`WindowAggregate`] over panes, the part above runs per emitted
+//!    window.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{Column, TableReference};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan, Projection, cast};
+use datafusion::optimizer::Optimizer;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, Expr as SqlExpr, ObjectName, SqlOption, Statement, TableObject, Value,
+};
+use skystream_engine::connector::{ConnectorRegistry, TableDef};
+use skystream_engine::feed::{Feed, FeedExec};
+use skystream_engine::options::Options;
+use skystream_engine::pipeline::{Flow, Pipeline, SinkSlot, SourceSlot, Stage};
+use skystream_engine::watermark::WatermarkSpec;
+use skystream_engine::window::{self, WindowAggregate};
+
+use crate::error::SqlError;
+use crate::rewrite::add_event_time;
+use crate::script::{ScriptStatement, WatermarkDecl, parse_script};
+use crate::table::StreamTable;
+use crate::validate;
+
+/// A planned pipeline and a description of its plan.
+pub struct PlannedPipeline {
+    pub pipeline: Pipeline,
+    pub explain: String,
+    /// Names of the sink tables, one per flow.
+    pub outputs: Vec<String>,
+}
+
+/// A DataFusion session set up for streaming plans: one partition, skystream's functions, and
+/// the optimizer rules that keep a windowed aggregate in one piece.
+pub fn new_session() -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(8192)
+        .with_repartition_aggregations(false)
+        .with_repartition_joins(false)
+        .with_repartition_windows(false)
+        .with_repartition_sorts(false)
+        .with_information_schema(false);
+    {
+        let opts = config.options_mut();
+        opts.sql_parser.collect_spans = true;
+        opts.sql_parser.map_string_types_to_utf8view = false;
+        opts.execution.coalesce_batches = false;
+    }
+    // `count(DISTINCT x)` must stay one aggregate (the window operator runs its accumulator);
+    // the rule rewriting it into two GROUP BYs is left out.
+    let rules = Optimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+        .collect();
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    for f in crate::udf::all() {
+        ctx.register_udf(f);
+    }
+    ctx
+}
+
+struct SourceTable {
+    def: TableDef,
+    schema: SchemaRef,
+    watermark: Option<WatermarkDecl>,
+}
+
+struct FlowPlan {
+    target: String,
+    stages: Vec<Stage>,
+    inputs: Vec<(String, Arc<Feed>)>,
+    output_schema: SchemaRef,
+}
+
+fn ident_name(name: &ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() })
+        .unwrap_or_else(|| name.to_string())
+}
+
+fn option_value(e: &SqlExpr) -> Option<String> {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) | Value::Number(s, _) => Some(s.clone()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        SqlExpr::Identifier(i) => Some(i.value.clone()),
+        SqlExpr::UnaryOp { op: datafusion::sql::sqlparser::ast::UnaryOperator::Minus, expr } => {
+            option_value(expr).map(|v| format!("-{v}"))
+        }
+        _ => None,
+    }
+}
+
+/// Plans a pipeline script with the connectors of `registry`.
+pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<PlannedPipeline, SqlError> {
+    let statements = parse_script(sql)?;
+    if statements.is_empty() {
+        return Err(SqlError::new("the script holds no statement"));
+    }
+    let ctx = new_session();
+    let insert_targets: HashSet<String> = statements
+        .iter()
+        .filter_map(|s| match &s.statement {
+            Statement::Insert(i) => match &i.table {
+                TableObject::TableName(n) => Some(ident_name(n)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let mut sources: BTreeMap<String, SourceTable> = BTreeMap::new();
+    let mut sinks: HashMap<String, TableDef> = HashMap::new();
+    let mut queries: Vec<(Option<String>, Box<datafusion::sql::sqlparser::ast::Query>, &ScriptStatement)> = Vec::new();
+
+    for st in &statements {
+        let pos = Some(st.start());
+        match &st.statement {
+            Statement::CreateTable(ct) => {
+                let name = ident_name(&ct.name);
+                if sources.contains_key(&name) || sinks.contains_key(&name) {
+                    return Err(SqlError::new(format!("table '{name}' is declared twice")).or_at(pos));
+                }
+                if ct.query.is_some() || ct.external || ct.like.is_some() {
+                    return Err(SqlError::new("CREATE TABLE in a pipeline declares a connector table: CREATE TABLE name (columns) WITH (connector = '...')").or_at(pos));
+                }
+                let with = match &ct.table_options {
+                    CreateTableOptions::With(o) => o.clone(),
+                    CreateTableOptions::None => Vec::new(),
+                    _ => return Err(SqlError::new("table options go in WITH (key = 'value', ...)").or_at(pos)),
+                };
+                let mut values = BTreeMap::new();
+                for o in &with {
+                    let SqlOption::KeyValue { key, value } = o else {
+                        return Err(SqlError::new(format!("table '{name}': options are key = 'value' pairs, got {o}")).or_at(pos));
+                    };
+                    let v = option_value(value).ok_or_else(|| {
+                        SqlError::new(format!("table '{name}': option '{}' needs a literal value", key.value)).or_at(pos)
+                    })?;
+                    values.insert(key.value.to_lowercase(), v);
+                }
+                let connector = values.remove("connector").ok_or_else(|| {
+                    SqlError::new(format!("table '{name}' needs WITH (connector = '...')")).or_at(pos)
+                })?;
+                let role = values.remove("type");
+                let is_sink = insert_targets.contains(&name);
+                match (role.as_deref(), is_sink) {
+                    (Some("source"), true) => return Err(SqlError::new(format!("table '{name}' is declared type = 'source' but is inserted into")).or_at(pos)),
+                    (Some("sink"), false) | (Some("source"), false) | (Some("sink"), true) | (None, _) => {}
+                    (Some(other), _) => return Err(SqlError::new(format!("table '{name}': type must be 'source' or 'sink', got '{other}'")).or_at(pos)),
+                }
+                let declared_schema = if ct.columns.is_empty() {
+                    None
+                } else {
+                    let mut plain = ct.clone();
+                    plain.table_options = CreateTableOptions::None;
+                    let plan = ctx
+                        .state()
+                        .statement_to_plan(DFStatement::Statement(Box::new(Statement::CreateTable(plain))))
+                        .await
+                        .map_err(|e| SqlError::from(e).or_at(pos))?;
+                    match plan {
+                        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(m)) => Some(Arc::new(m.input.schema().as_arrow().clone())),
+                        _ => return Err(SqlError::new("internal: unexpected plan for CREATE TABLE").or_at(pos)),
+                    }
+                };
+                let def = TableDef {
+                    name: name.clone(),
+                    connector: connector.clone(),
+                    declared_schema,
+                    options: Options::new(&name, values),
+                };
+                let conn = registry.get(&connector).map_err(|e| SqlError::from(e).or_at(pos))?;
+                if is_sink {
+                    if st.watermark.is_some() {
+                        return Err(SqlError::new(format!("table '{name}' is a sink: WATERMARK applies to source tables")).or_at(pos));
+                    }
+                    sinks.insert(name, def);
+                } else {
+                    let schema = conn.source_schema(&def).map_err(|e| SqlError::from(e).or_at(pos))?;
+                    if let Some(w) = &st.watermark {
+                        let f = schema.field_with_name(&w.column).map_err(|_| {
+                            SqlError::at(format!("WATERMARK FOR '{}': table '{name}' has no such column", w.column), w.line, w.col)
+                        })?;
+                        if !matches!(f.data_type(), DataType::Timestamp(_, _)) {
+                            return Err(SqlError::at(
+                                format!("WATERMARK FOR '{}': the column must be a TIMESTAMP, it is {}", w.column, f.data_type()),
+                                w.line,
+                                w.col,
+                            ));
+                        }
+                    }
+                    let table = StreamTable { name: name.clone(), schema: schema.clone(), event_time: st.watermark.as_ref().map(|w| w.column.clone()) };
+                    ctx.register_table(TableReference::bare(name.clone()), Arc::new(table)).map_err(|e| SqlError::from(e).or_at(pos))?;
+                    sources.insert(name, SourceTable { def, schema, watermark: st.watermark.clone() });
+                }
+            }
+            Statement::CreateView(_) => {
+                let plan = ctx
+                    .state()
+                    .statement_to_plan(DFStatement::Statement(Box::new(st.statement.clone())))
+                    .await
+                    .map_err(|e| SqlError::from(e).or_at(pos))?;
+                ctx.execute_logical_plan(plan).await.map_err(|e| SqlError::from(e).or_at(pos))?;
+            }
+            Statement::Insert(ins) => {
+                let TableObject::TableName(n) = &ins.table else {
+                    return Err(SqlError::new("INSERT INTO takes a table name").or_at(pos));
+                };
+                let target = ident_name(n);
+                if !sinks.contains_key(&target) {
+                    return Err(SqlError::new(format!("INSERT INTO '{target}': no such table (declare it with CREATE TABLE ... WITH (connector = ...) first)")).or_at(pos));
+                }
+                if !ins.columns.is_empty() {
+                    return Err(SqlError::new("INSERT INTO with a column list is not supported: select the sink's columns in order").or_at(pos));
+                }
+                let Some(q) = &ins.source else {
+                    return Err(SqlError::new("INSERT INTO needs a SELECT").or_at(pos));
+                };
+                queries.push((Some(target), q.clone(), st));
+            }
+            Statement::Query(q) => queries.push((None, q.clone(), st)),
+            other => {
+                let kind = other.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                return Err(SqlError::new(format!(
+                    "'{kind} ...' is not allowed in a pipeline: use CREATE TABLE ... WITH (connector = ...), CREATE VIEW, INSERT INTO and SELECT"
+                ))
+                .or_at(pos));
+            }
+        }
+    }
+    if queries.is_empty() {
+        return Err(SqlError::new("the script has no INSERT INTO or SELECT: nothing would run"));
+    }
+
+    // Plan each flow.
+    let mut flows = Vec::new();
+    let mut explain = String::new();
+    for (target, query, st) in queries {
+        let pos = Some(st.start());
+        let sink_def = match &target {
+            Some(t) => sinks[t].clone(),
+            None => TableDef {
+                name: "stdout".into(),
+                connector: "stdout".into(),
+                declared_schema: None,
+                options: Options::new("stdout", BTreeMap::new()),
+            },
+        };
+        let plan = ctx
+            .state()
+            .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query))))
+            .await
+            .map_err(|e| SqlError::from(e).or_at(pos))?;
+        validate::check(&plan, st)?;
+        let plan = add_event_time(plan).map_err(|e| SqlError::from(e).or_at(pos))?;
+        let plan = conform_to_sink(plan, &sink_def).map_err(|e| e.or_at(pos))?;
+        let physical = ctx.state().create_physical_plan(&plan).await.map_err(|e| SqlError::from(e).or_at(pos))?;
+        let output_schema = physical.schema();
+        let stages = split_stages(physical).map_err(|e| SqlError::from(e).or_at(pos))?;
+        let mut inputs = Vec::new();
+        if let Some(Stage::Plan { plan, input: None }) = stages.first() {
+            collect_feeds(plan, &mut inputs);
+        }
+        let conn = registry.get(&sink_def.connector).map_err(|e| SqlError::from(e).or_at(pos))?;
+        conn.validate_sink(&sink_def, &output_schema).map_err(|e| SqlError::from(e).or_at(pos))?;
+        explain.push_str(&describe_flow(&sink_def.name, &stages));
+        flows.push((
+            FlowPlan { target: sink_def.name.clone(), stages, inputs: inputs.into_iter().map(|f| (f.name.clone(), f)).collect(), output_schema },
+            sink_def,
+        ));
+    }
+
+    // Sources: each used table once, decoding the columns any flow reads.
+    let mut used: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (f, _) in &flows {
+        for (table, feed) in &f.inputs {
+            used.entry(table.clone()).or_default().extend(feed.columns.iter().copied());
+        }
+    }
+    let mut source_slots = Vec::new();
+    let mut source_index = HashMap::new();
+    for (name, mut cols) in used {
+        let Some(src) = sources.get(&name) else {
+            return Err(SqlError::new(format!("internal: feed of unknown table '{name}'")));
+        };
+        let wm_col = src.watermark.as_ref().map(|w| src.schema.index_of(&w.column)).transpose().map_err(|e| SqlError::new(e.to_string()))?;
+        cols.extend(wm_col);
+        cols.sort_unstable();
+        cols.dedup();
+        let conn = registry.get(&src.def.connector)?;
+        let source = conn.create_source(&src.def, &cols)?;
+        let watermark = match (&src.watermark, wm_col) {
+            (Some(w), Some(c)) => Some(WatermarkSpec { column: cols.iter().position(|x| *x == c).unwrap_or(0), delay_ns: w.delay_ns }),
+            _ => None,
+        };
+        for (f, _) in &flows {
+            for (table, feed) in &f.inputs {
+                if *table == name {
+                    feed.set_input_columns(&cols);
+                }
+            }
+        }
+        source_index.insert(name.clone(), source_slots.len());
+        source_slots.push(SourceSlot { name, source, watermark });
+    }
+    for name in sources.keys() {
+        if !source_index.contains_key(name) {
+            tracing::warn!(table = %name, "source table is never read");
+        }
+    }
+
+    // Sinks: one per target table.
+    let mut sink_slots: Vec<SinkSlot> = Vec::new();
+    let mut sink_index: HashMap<String, usize> = HashMap::new();
+    let mut pipeline_flows = Vec::new();
+    let mut outputs = Vec::new();
+    for (f, def) in flows {
+        let idx = match sink_index.get(&def.name) {
+            Some(&i) => i,
+            None => {
+                let conn = registry.get(&def.connector)?;
+                let sink = conn.create_sink(&def, f.output_schema.clone())?;
+                sink_slots.push(SinkSlot { name: def.name.clone(), sink });
+                sink_index.insert(def.name.clone(), sink_slots.len() - 1);
+                sink_slots.len() - 1
+            }
+        };
+        let inputs = f.inputs.into_iter().map(|(t, feed)| (source_index[&t], feed)).collect();
+        outputs.push(f.target.clone());
+        pipeline_flows.push(Flow::new(f.target, inputs, f.stages, idx));
+    }
+    let task_ctx = ctx.task_ctx();
+    Ok(PlannedPipeline { pipeline: Pipeline::new(source_slots, pipeline_flows, sink_slots, task_ctx), explain, outputs })
+}
+
+/// Casts and renames the query's columns to the sink's declared columns, by position.
+fn conform_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan, SqlError> {
+    // Hidden event time never reaches a sink.
+    let visible: Vec<(Option<&TableReference>, &arrow::datatypes::FieldRef)> =
+        plan.schema().iter().filter(|(_, f)| f.name() != crate::rewrite::EVENT_TIME_COLUMN).collect();
+    let exprs: Vec<Expr> = match &sink.declared_schema {
+        None => visible.iter().map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name()))).collect(),
+        Some(decl) => {
+            if decl.fields().len() != visible.len() {
+                return Err(SqlError::new(format!(
+                    "INSERT INTO '{}': the query gives {} column{} but the table has {} ({})",
+                    sink.name,
+                    visible.len(),
+                    if visible.len() == 1 { "" } else { "s" },
+                    decl.fields().len(),
+                    decl.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            visible
+                .iter()
+                .zip(decl.fields())
+                .map(|((q, f), d)| {
+                    let c = Expr::Column(Column::new(q.cloned(), f.name()));
+                    let c = if f.data_type() == d.data_type() { c } else { cast(c, d.data_type().clone()) };
+                    c.alias(d.name())
+                })
+                .collect()
+        }
+    };
+    Ok(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(SqlError::from)?))
+}
+
+/// Cuts a physical plan at its windowed aggregate into stages.
+fn split_stages(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Vec<Stage>> {
+    let (upper, found) = cut_window(plan)?;
+    match found {
+        None => Ok(vec![Stage::Plan { plan: upper, input: None }]),
+        Some((w, below, feed)) => {
+            let mut stages = split_stages(below)?;
+            stages.push(Stage::Window(Box::new(w)));
+            let is_leaf = upper.downcast_ref::<FeedExec>().is_some_and(|f| Arc::ptr_eq(f.feed(), &feed));
+            if !is_leaf {
+                stages.push(Stage::Plan { plan: upper, input: Some(feed) });
+            }
+            Ok(stages)
+        }
+    }
+}
+
+type Cut = (WindowAggregate, Arc<dyn ExecutionPlan>, Arc<Feed>);
+
+fn cut_window(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<(Arc<dyn ExecutionPlan>, Option<Cut>)> {
+    if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
+        if window::is_windowed(agg) {
+            let w = WindowAggregate::try_new(agg)?;
+            let below = window::raw_input(agg).clone();
+            let columns = (0..agg.schema().fields().len()).collect();
+            let feed = Feed::new("window", agg.schema(), columns);
+            return Ok((Arc::new(FeedExec::new(feed.clone())), Some((w, below, feed))));
+        }
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    if children.is_empty() {
+        return Ok((plan, None));
+    }
+    let mut found = None;
+    let mut new_children = Vec::new();
+    for c in children {
+        let (nc, f) = cut_window(c)?;
+        if f.is_some() {
+            if found.is_some() {
+                return Err(skystream_engine::Error::plan("a query may combine only one windowed aggregate (joins and unions of windows are not supported yet)"));
+            }
+            found = f;
+        }
+        new_children.push(nc);
+    }
+    if found.is_none() {
+        return Ok((plan, None));
+    }
+    #[allow(deprecated)]
+    let plan = plan.with_new_children(new_children)?;
+    Ok((plan, found))
+}
+
+fn collect_feeds(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<Feed>>) {
+    if let Some(f) = plan.downcast_ref::<FeedExec>() {
+        out.push(f.feed().clone());
+    }
+    for c in plan.children() {
+        collect_feeds(c, out);
+    }
+}
+
+fn describe_flow(target: &str, stages: &[Stage]) -> String {
+    let mut s = format!("INSERT INTO {target}\n");
+    for (i, st) in stages.iter().enumerate() {
+        match st {
+            Stage::Plan { plan, input } => {
+                let when = if input.is_some() { "per emitted window" } else { "per source batch" };
+                s.push_str(&format!("  stage {i}: DataFusion plan, run {when}\n"));
+                for line in displayable(plan.as_ref()).indent(false).to_string().lines() {
+                    s.push_str(&format!("    {line}\n"));
+                }
+            }
+            Stage::Window(w) => {
+                let spec = w.spec();
+                let kind = if spec.slide_ns == spec.width_ns {
+                    format!("tumble({}s)", spec.width_ns as f64 / 1e9)
+                } else {
+                    format!("hop(slide {}s, width {}s)", spec.slide_ns as f64 / 1e9, spec.width_ns as f64 / 1e9)
+                };
+                s.push_str(&format!("  stage {i}: window aggregate {kind} over panes\n"));
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,278 @@
+//! Keyword extraction for trend queries: the tokenizer behind the `keywords()` and
+//! `hashtags()` SQL functions.
+//!
+//! * URLs (`https://…`, `www.…`, `host.tld/path`) and mentions (`@handle`) are removed.
+//! * Words follow Unicode word segmentation (UAX #29), lowercased; a trailing possessive
+//!   `'s` is dropped; numbers and one-letter Latin words are dropped.
+//! * Han (Chinese/Japanese kanji) runs become overlapping character bigrams (a lone character
+//!   stays a unigram), Katakana runs stay whole, Hiragana-only runs (mostly grammar) are
+//!   dropped; Hangul words stay whole. CJK text is never split into bytes.
+//! * Stopwords are removed for en, pt, es, de, fr, ja and ko (and a few more common ones).
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use unicode_segmentation::UnicodeSegmentation;
+
+mod stopwords;
+
+/// Languages with a stopword list.
+pub const STOPWORD_LANGS: &[&str] = &["en", "pt", "es", "de", "fr", "it", "nl", "ja", "ko"];
+
+static ALL_STOPWORDS: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| stopwords::LISTS.iter().flat_map(|(_, words)| words.split_whitespace()).collect());
+
+static BY_LANG: LazyLock<Vec<(&'static str, HashSet<&'static str>)>> = LazyLock::new(|| {
+    stopwords::LISTS.iter().map(|(l, words)| (*l, words.split_whitespace().collect())).collect()
+});
+
+/// Which stopwords apply.
+#[derive(Debug, Clone, Copy)]
+pub enum Stopwords<'a> {
+    /// Every list (when a post's languages are unknown).
+    All,
+    /// English plus the lists of these BCP-47 tags (`pt-BR` uses `pt`).
+    Langs(&'a [&'a str]),
+}
+
+impl Stopwords<'_> {
+    fn contains(&self, w: &str) -> bool {
+        match self {
+            Stopwords::All => ALL_STOPWORDS.contains(w),
+            Stopwords::Langs(langs) => BY_LANG.iter().any(|(l, set)| {
+                (*l == "en" || langs.iter().any(|t| primary(t) == *l)) && set.contains(w)
+            }),
+        }
+    }
+}
+
+fn primary(tag: &str) -> &str {
+    tag.split(['-', '_']).next().unwrap_or(tag)
+}
+
+/// Whether a whitespace-separated chunk is a URL or a mention (removed whole).
+fn is_url_or_mention(chunk: &str) -> bool {
+    chunk.starts_with('@')
+        || chunk.contains("://")
+        || chunk.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("www."))
+        || (chunk.contains('/') && chunk.split('/').next().is_some_and(|host| {
+            host.contains('.') && host.rsplit('.').next().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
+        }))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Script {
+    Han,
+    Hiragana,
+    Katakana,
+    Other,
+}
+
+fn script(c: char) -> Script {
+    match c as u32 {
+        0x3040..=0x309F => Script::Hiragana,
+        0x30A0..=0x30FF | 0x31F0..=0x31FF | 0xFF66..=0xFF9F => Script::Katakana,
+        0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F => Script::Han,
+        _ => Script::Other,
+    }
+}
+
+/// Calls `emit` with each keyword of `text`, in order (duplicates included).
+pub fn for_each_keyword(text: &str, stop: Stopwords<'_>, mut emit: impl FnMut(&str)) {
+    let mut buf = String::new();
+    for chunk in text.split_whitespace() {
+        if is_url_or_mention(chunk) {
+            continue;
+        }
+        if chunk.is_ascii() {
+            ascii_words(chunk, stop, &mut buf, &mut emit);
+        } else {
+            for word in chunk.unicode_words() {
+                unicode_word(word, stop, &mut buf, &mut emit);
+            }
+        }
+    }
+}
+
+fn ascii_words(chunk: &str, stop: Stopwords<'_>, buf: &mut String, emit: &mut impl FnMut(&str)) {
+    for raw in chunk.split(|c: char| !(c.is_ascii_alphanumeric() || c == '\'' || c == '_')) {
+        let w = raw.trim_matches(|c| c == '\'' || c == '_');
+        if w.len() < 2 || w.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        buf.clear();
+        buf.push_str(w);
+        buf.make_ascii_lowercase();
+        finish_word(buf, stop, emit);
+    }
+}
+
+fn finish_word(buf: &mut String, stop: Stopwords<'_>, emit: &mut impl FnMut(&str)) {
+    for suffix in ["'s", "\u{2019}s"] {
+        if buf.len() > suffix.len() + 1 && buf.ends_with(suffix) {
+            buf.truncate(buf.len() - suffix.len());
+        }
+    }
+    if buf.chars().count() < 2 && buf.chars().all(|c| c.is_ascii() || script(c) == Script::Other) {
+        return;
+    }
+    if !stop.contains(buf) {
+        emit(buf);
+    }
+}
+
+fn unicode_word(word: &str, stop: Stopwords<'_>, buf: &mut String, emit: &mut impl FnMut(&str)) {
+    if word.chars().all(|c| c.is_numeric()) {
+        return;
+    }
+    let has_cjk = word.chars().any(|c| script(c) != Script::Other);
+    if !has_cjk {
+        buf.clear();
+        for c in word.chars() {
+            buf.extend(c.to_lowercase());
+        }
+        finish_word(buf, stop, emit);
+        return;
+    }
+    // Split into script runs.
+    let chars: Vec<char> = word.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let s = script(chars[i]);
+        let mut j = i + 1;
+        while j < chars.len() && script(chars[j]) == s {
+            j += 1;
+        }
+        let run = &chars[i..j];
+        match s {
+            Script::Han => {
+                if run.len() == 1 {
+                    emit_chars(run, stop, buf, emit);
+                } else {
+                    for pair in run.windows(2) {
+                        emit_chars(pair, stop, buf, emit);
+                    }
+                }
+            }
+            Script::Katakana => {
+                if run.len() >= 2 {
+                    emit_chars(run, stop, buf, emit);
+                }
+            }
+            Script::Hiragana => {}
+            Script::Other => {
+                buf.clear();
+                for c in run {
+                    buf.extend(c.to_lowercase());
+                }
+                finish_word(buf, stop, emit);
+            }
+        }
+        i = j;
+    }
+}
+
+fn emit_chars(chars: &[char], stop: Stopwords<'_>, buf: &mut String, emit: &mut impl FnMut(&str)) {
+    buf.clear();
+    buf.extend(chars);
+    if !stop.contains(buf) {
+        emit(buf);
+    }
+}
+
+/// The keywords of `text`, deduplicated within the text, in first-seen order.
+pub fn keywords(text: &str, stop: Stopwords<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for_each_keyword(text, stop, |w| {
+        if !out.iter().any(|o| o == w) {
+            out.push(w.to_string());
+        }
+    });
+    out
+}
+
+/// Normalises a hashtag: no leading `#`, lowercase, trimmed; `None` when nothing is left or it
+/// is only digits.
+pub fn normalize_hashtag(tag: &str) -> Option<String> {
+    let t = tag.trim().trim_start_matches(['#', '＃']).trim();
+    if t.is_empty() || t.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(t.to_lowercase())
+}
+
+/// Calls `emit` with each `#hashtag` written in `text`, normalised.
+pub fn for_each_hashtag(text: &str, mut emit: impl FnMut(&str)) {
+    let mut rest = text;
+    while let Some(pos) = rest.find(['#', '＃']) {
+        let before = rest[..pos].chars().next_back();
+        let hash_len = rest[pos..].chars().next().map(char::len_utf8).unwrap_or(1);
+        let after = &rest[pos + hash_len..];
+        let end = after.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(after.len());
+        let tag = &after[..end];
+        // A tag starts a word: "a#b" is not a hashtag.
+        if before.is_none_or(|c| !c.is_alphanumeric()) {
+            if let Some(t) = normalize_hashtag(tag) {
+                emit(&t);
+            }
+        }
+        rest = &after[end..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kw(t: &str) -> Vec<String> {
+        keywords(t, Stopwords::All)
+    }
+
+    #[test]
+    fn english_stopwords_urls_and_mentions_go() {
+        assert_eq!(
+            kw("The Eclipse is AMAZING today!! see https://x.com/a and @bob.bsky.social www.foo.com youtube.com/watch?v=1"),
+            vec!["eclipse", "amazing", "today"]
+        );
+        assert_eq!(kw("lol the good morning"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn possessives_numbers_and_single_letters() {
+        assert_eq!(kw("Taylor's 2026 tour: a b c"), vec!["taylor", "tour"]);
+    }
+
+    #[test]
+    fn other_languages() {
+        assert_eq!(kw("O jogo de hoje foi incrível"), vec!["jogo", "hoje", "incrível"]);
+        assert_eq!(kw("Die Regierung und der Kanzler"), vec!["regierung", "kanzler"]);
+        assert_eq!(kw("Élection présidentielle"), vec!["élection", "présidentielle"]);
+    }
+
+    #[test]
+    fn cjk_is_not_split_into_bytes() {
+        // Kanji runs become bigrams, katakana stays whole, hiragana grammar is dropped.
+        let k = kw("今日は地震がありました。トランプ大統領");
+        assert!(k.contains(&"地震".to_string()), "{k:?}");
+        assert!(k.contains(&"トランプ".to_string()), "{k:?}");
+        assert!(k.contains(&"大統".to_string()) && k.contains(&"統領".to_string()), "{k:?}");
+        assert!(k.iter().all(|w| !w.is_empty() && w.chars().count() >= 1));
+        // Korean words stay whole; common particles-only words are stopwords.
+        let k = kw("오늘 날씨 정말 좋다");
+        assert!(k.contains(&"날씨".to_string()), "{k:?}");
+    }
+
+    #[test]
+    fn language_specific_stopwords() {
+        // "die" is a German stopword but an English word.
+        assert_eq!(keywords("plants die", Stopwords::Langs(&["en"])), vec!["plants", "die"]);
+        assert_eq!(keywords("plants die", Stopwords::Langs(&["de-DE"])), vec!["plants"]);
+    }
+
+    #[test]
+    fn hashtags_in_text() {
+        let mut tags = Vec::new();
+        for_each_hashtag("Go #Eclipse2026 and #日食! not a#b nor #123 #under_score", |t| tags.push(t.to_string()));
+        assert_eq!(tags, vec!["eclipse2026", "日食", "under_score"]);
+    }
+}

@@ -1,0 +1,225 @@
+//! SQL functions skystream adds to DataFusion's: `keywords`, `hashtags`, and the window
+//! functions `hop` and `tumble` that are only meaningful in a streaming `GROUP BY`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, ListBuilder, StringBuilder};
+use arrow::datatypes::{DataType, Field};
+use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use skystream_engine::window::{HOP, TUMBLE, window_type};
+
+use crate::text::{Stopwords, for_each_hashtag, for_each_keyword};
+
+/// Every function skystream registers.
+pub fn all() -> Vec<ScalarUDF> {
+    vec![
+        ScalarUDF::from(Keywords::new()),
+        ScalarUDF::from(Hashtags::new()),
+        ScalarUDF::from(WindowFn::new(HOP)),
+        ScalarUDF::from(WindowFn::new(TUMBLE)),
+    ]
+}
+
+fn string_types() -> Vec<DataType> {
+    vec![DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View]
+}
+
+fn list_of_strings() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+fn to_utf8(a: &ArrayRef) -> Result<ArrayRef> {
+    Ok(if a.data_type() == &DataType::Utf8 { a.clone() } else { arrow::compute::cast(a, &DataType::Utf8)? })
+}
+
+/// `keywords(text [, langs])`: the normalised keywords of a text, deduplicated per row, as a
+/// list. With `langs` (a list of BCP-47 tags, e.g. the post's), stopwords of those languages
+/// (and English) are removed; without, stopwords of every supported language.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Keywords {
+    signature: Signature,
+}
+
+impl Keywords {
+    pub fn new() -> Self {
+        let mut sigs: Vec<TypeSignature> =
+            string_types().into_iter().map(|t| TypeSignature::Exact(vec![t])).collect();
+        for t in string_types() {
+            sigs.push(TypeSignature::Exact(vec![t, list_of_strings()]));
+        }
+        Self { signature: Signature::one_of(sigs, Volatility::Immutable) }
+    }
+}
+
+impl Default for Keywords {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScalarUDFImpl for Keywords {
+    fn name(&self) -> &str {
+        "keywords"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(list_of_strings())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let text = to_utf8(&arrays[0])?;
+        let text = text.as_string::<i32>();
+        let langs = arrays.get(1).map(|l| l.as_list::<i32>().clone());
+        let mut out = ListBuilder::with_capacity(StringBuilder::with_capacity(n * 8, n * 64), n);
+        let mut seen: Vec<(usize, usize)> = Vec::new();
+        let mut tags: Vec<String> = Vec::new();
+        for i in 0..n {
+            if text.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let stop = match &langs {
+                Some(l) if !l.is_null(i) && !l.value(i).is_empty() => {
+                    let v = l.value(i);
+                    let v = to_utf8(&v)?;
+                    tags.clear();
+                    tags.extend(v.as_string::<i32>().iter().flatten().map(str::to_string));
+                    true
+                }
+                _ => false,
+            };
+            let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+            let stop = if stop { Stopwords::Langs(&tag_refs) } else { Stopwords::All };
+            seen.clear();
+            for_each_keyword(text.value(i), stop, |w| {
+                // Deduplicate within the row: a word counts once per post.
+                let vals = out.values();
+                let bytes = vals.values_slice();
+                if seen.iter().any(|&(s, e)| &bytes[s..e] == w.as_bytes()) {
+                    return;
+                }
+                let s = bytes.len();
+                vals.append_value(w);
+                seen.push((s, s + w.len()));
+            });
+            out.append(true);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `hashtags(text)`: the `#hashtags` written in a text, normalised (lowercase, no `#`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Hashtags {
+    signature: Signature,
+}
+
+impl Hashtags {
+    pub fn new() -> Self {
+        Self { signature: Signature::uniform(1, string_types(), Volatility::Immutable) }
+    }
+}
+
+impl Default for Hashtags {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScalarUDFImpl for Hashtags {
+    fn name(&self) -> &str {
+        "hashtags"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(list_of_strings())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let text = to_utf8(&arrays[0])?;
+        let text = text.as_string::<i32>();
+        let mut out = ListBuilder::new(StringBuilder::new());
+        let mut row: Vec<String> = Vec::new();
+        for i in 0..n {
+            if text.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            row.clear();
+            for_each_hashtag(text.value(i), |t| {
+                if !row.iter().any(|r| r == t) {
+                    row.push(t.to_string());
+                }
+            });
+            for t in &row {
+                out.values().append_value(t);
+            }
+            out.append(true);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `hop(slide, width)` and `tumble(width)`: event-time windows, used in `GROUP BY`. Their value
+/// is a `STRUCT<start TIMESTAMP, end TIMESTAMP>`. The planner appends the event-time column as
+/// a hidden last argument; the column name stays the one the user wrote.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct WindowFn {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl WindowFn {
+    pub fn new(name: &'static str) -> Self {
+        Self { name, signature: Signature::variadic_any(Volatility::Volatile) }
+    }
+
+    fn visible_args(&self) -> usize {
+        if self.name == HOP { 2 } else { 1 }
+    }
+}
+
+impl ScalarUDFImpl for WindowFn {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        let n = self.visible_args();
+        if arg_types.len() != n && arg_types.len() != n + 1 {
+            let usage = if self.name == HOP { "hop(slide, width)" } else { "tumble(width)" };
+            return plan_err!("{} takes {n} interval argument{}: {usage}", self.name, if n > 1 { "s" } else { "" });
+        }
+        for t in &arg_types[..n] {
+            if !matches!(t, DataType::Interval(_) | DataType::Duration(_)) {
+                let usage = if self.name == HOP {
+                    "hop(INTERVAL '1' MINUTE, INTERVAL '10' MINUTE)"
+                } else {
+                    "tumble(INTERVAL '1' MINUTE)"
+                };
+                return plan_err!("{}: arguments must be intervals, e.g. {usage}; got {t}", self.name);
+            }
+        }
+        Ok(window_type())
+    }
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        let shown: Vec<String> =
+            args.iter().take(self.visible_args()).map(|a| a.schema_name().to_string()).collect();
+        Ok(format!("{}({})", self.name, shown.join(",")))
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!("{}() can only be used in the GROUP BY of a streaming query", self.name)
+    }
+}

@@ -1,0 +1,150 @@
+//! The correctness oracle: a query runs as a stream (through skystream's planner and engine)
+//! and, as a plain DataFusion batch query that computes the same windows another way, over the
+//! same finite input; the two results must hold the same rows.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use skystream_engine::format::RecordDecoder;
+use skystream_engine::metrics::MetricsSnapshot;
+use skystream_jetstream::JetstreamDecoder;
+use skystream_synthetic::{Burst, Generator, GeneratorConfig};
+
+/// The repository's root (where `testdata/` lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Writes `n` synthetic Jetstream events (posts and, with `other_events`, likes) to a file in
+/// a fresh temporary directory and returns its path.
+pub fn synthetic_file(name: &str, cfg: GeneratorConfig) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("skystream-tests-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("events.jsonl");
+    let mut g = Generator::new(cfg).unwrap();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while g.next_event(&mut buf).is_some() {
+        out.extend_from_slice(&buf);
+        out.push(b'\n');
+    }
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// A standard input: 40 minutes of posts at 2/s, with a planted burst, in time order.
+pub fn standard_config() -> GeneratorConfig {
+    GeneratorConfig {
+        seed: 7,
+        rate: 2.0,
+        duration_ns: Some(40 * 60 * 1_000_000_000),
+        bursts: vec![Burst::parse("eclipse:10m:10m:8").unwrap()],
+        authors: 300,
+        other_events: 0.3,
+        tail_words: 300,
+        ..Default::default()
+    }
+}
+
+/// Posts of a Jetstream file as one batch of the post schema, with a `late` column computed
+/// independently of the engine: a row is late when its event time is below the largest event
+/// time seen before it (in file order) minus `delay_ns`.
+pub fn load_posts(path: &Path, delay_ns: i64) -> RecordBatch {
+    let text = std::fs::read(path).unwrap();
+    let mut d = JetstreamDecoder::new(None);
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let _ = d.push(line);
+    }
+    let batch = d.flush().unwrap().unwrap();
+    let ts = batch.column_by_name("event_time").unwrap().as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+    let mut max = i64::MIN;
+    let late: BooleanArray = ts
+        .values()
+        .iter()
+        .map(|&t| {
+            let l = max != i64::MIN && t < max.saturating_sub(delay_ns);
+            max = max.max(t);
+            Some(l)
+        })
+        .collect();
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("late", DataType::Boolean, false));
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    cols.push(Arc::new(late));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+/// Runs a pipeline script to its end; returns the rows of memory table `output` and the
+/// pipeline's counters.
+pub async fn run_stream(sql: &str, output: &str) -> (Vec<RecordBatch>, MetricsSnapshot) {
+    let reg = skystream_registry::registry();
+    let planned = match skystream_sql::plan_script(sql, &reg).await {
+        Ok(p) => p,
+        Err(e) => panic!("planning failed: {e}\n{sql}"),
+    };
+    let summary = planned.pipeline.run().await.unwrap_or_else(|e| panic!("run failed: {e}"));
+    assert!(summary.completed);
+    let batches = reg.memory().batches(output).map(|(_, b)| b).unwrap_or_default();
+    (batches, summary.metrics)
+}
+
+/// Runs a batch query over `posts` (the table from [`load_posts`]) with skystream's functions.
+pub async fn run_batch(posts: &RecordBatch, sql: &str) -> Vec<RecordBatch> {
+    let ctx = SessionContext::new();
+    for f in skystream_sql::udf::all() {
+        ctx.register_udf(f);
+    }
+    let table = MemTable::try_new(posts.schema(), vec![vec![posts.clone()]]).unwrap();
+    ctx.register_table("posts", Arc::new(table)).unwrap();
+    ctx.sql(sql).await.unwrap_or_else(|e| panic!("batch query failed: {e}\n{sql}")).collect().await.unwrap()
+}
+
+fn cell(a: &ArrayRef, i: usize) -> String {
+    if a.is_null(i) {
+        return "NULL".into();
+    }
+    match a.data_type() {
+        DataType::Float64 => format!("{:.9e}", a.as_primitive::<arrow::datatypes::Float64Type>().value(i)),
+        DataType::Float32 => format!("{:.6e}", a.as_primitive::<arrow::datatypes::Float32Type>().value(i)),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            a.as_primitive::<arrow::datatypes::TimestampNanosecondType>().value(i).to_string()
+        }
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+            let c = arrow::compute::cast(a, &DataType::Int64).unwrap();
+            c.as_primitive::<arrow::datatypes::Int64Type>().value(i).to_string()
+        }
+        _ => ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default()).unwrap().value(i).to_string(),
+    }
+}
+
+/// Rows as sorted strings: column order kept, row order ignored, numbers normalised.
+pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let Some(first) = batches.first() else { return Vec::new() };
+    let b = concat_batches(&first.schema(), batches).unwrap();
+    let mut out: Vec<String> = (0..b.num_rows())
+        .map(|i| b.columns().iter().map(|c| cell(c, i)).collect::<Vec<_>>().join(" | "))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Asserts the streaming and batch results hold the same rows, and that there are some.
+pub fn assert_same(stream: &[RecordBatch], batch: &[RecordBatch]) {
+    let (s, b) = (rows(stream), rows(batch));
+    assert!(!b.is_empty(), "the batch query returned no rows: the case tests nothing");
+    if s != b {
+        let only_s: Vec<_> = s.iter().filter(|r| !b.contains(r)).take(10).collect();
+        let only_b: Vec<_> = b.iter().filter(|r| !s.contains(r)).take(10).collect();
+        panic!(
+            "stream ({} rows) and batch ({} rows) differ\nonly in stream: {only_s:#?}\nonly in batch: {only_b:#?}",
+            s.len(),
+            b.len()
+        );
+    }
+}

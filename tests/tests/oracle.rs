@@ -1,0 +1,343 @@
+//! Streaming results equal batch results (see the crate docs). Each case writes the streaming
+//! query in skystream's dialect and the batch query in plain DataFusion SQL, computing window
+//! bounds arithmetically (`date_bin`, a cross join over the panes of a hop).
+
+use skystream_synthetic::{Burst, GeneratorConfig};
+use skystream_tests::*;
+
+const DELAY_NS: i64 = 5_000_000_000;
+
+fn script(path: &std::path::Path, body: &str) -> String {
+    format!(
+        "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
+         WITH (connector = 'replay', path = '{}', batch_size = '257');
+         CREATE TABLE out WITH (connector = 'memory');
+         {body}",
+        path.display()
+    )
+}
+
+/// Batch CTE `p`: on-time posts with `ws`/`we` of their tumbling 1-minute window.
+const TUMBLE_1M: &str = "WITH p AS (
+    SELECT *, date_bin(INTERVAL '1 minute', event_time, TIMESTAMP '1970-01-01T00:00:00') AS ws,
+              date_bin(INTERVAL '1 minute', event_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '1 minute' AS we
+    FROM posts WHERE NOT late)";
+
+/// Batch CTE `p`: each on-time post once per 5-minute window sliding by 1 minute it falls in.
+const HOP_1M_5M: &str = "WITH p AS (
+    SELECT posts.*, to_timestamp_nanos((CAST(event_time AS BIGINT) / 60000000000 - k) * 60000000000) AS ws,
+                    to_timestamp_nanos((CAST(event_time AS BIGINT) / 60000000000 - k) * 60000000000 + 300000000000) AS we
+    FROM posts CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS ks(k)
+    WHERE NOT late)";
+
+async fn check(name: &str, cfg: GeneratorConfig, stream_body: &str, batch_sql: &str) -> skystream_engine::metrics::MetricsSnapshot {
+    let path = synthetic_file(name, cfg);
+    let posts = load_posts(&path, DELAY_NS);
+    let (s, m) = run_stream(&script(&path, stream_body), "out").await;
+    let b = run_batch(&posts, batch_sql).await;
+    assert_same(&s, &b);
+    m
+}
+
+#[tokio::test]
+async fn tumble_count_per_keyword() {
+    check(
+        "tumble_kw",
+        standard_config(),
+        "INSERT INTO out SELECT win['start'] AS ws, win['end'] AS we, keyword, n FROM (
+           SELECT keyword, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
+           FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+           GROUP BY keyword, win)",
+        &format!("{TUMBLE_1M} SELECT ws, we, keyword, count(*) FROM (SELECT ws, we, unnest(keywords(text)) AS keyword FROM p) GROUP BY ws, we, keyword"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hop_count_per_keyword_from_panes() {
+    check(
+        "hop_kw",
+        standard_config(),
+        "INSERT INTO out SELECT win['start'], win['end'], keyword, n FROM (
+           SELECT keyword, count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+           FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+           GROUP BY keyword, win)",
+        &format!("{HOP_1M_5M} SELECT ws, we, keyword, count(*) FROM (SELECT ws, we, unnest(keywords(text)) AS keyword FROM p) GROUP BY ws, we, keyword"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hop_count_distinct_authors() {
+    check(
+        "hop_distinct",
+        standard_config(),
+        "INSERT INTO out SELECT win['end'], keyword, n, authors FROM (
+           SELECT keyword, count(*) AS n, count(DISTINCT did) AS authors, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+           FROM (SELECT did, unnest(keywords(text)) AS keyword, event_time FROM posts)
+           GROUP BY keyword, win)",
+        &format!("{HOP_1M_5M} SELECT we, keyword, count(*), count(DISTINCT did) FROM (SELECT we, did, unnest(keywords(text)) AS keyword FROM p) GROUP BY we, keyword"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sum_avg_min_max_per_language() {
+    check(
+        "aggs_lang",
+        standard_config(),
+        "INSERT INTO out SELECT win['start'], lang, n, total, mean, shortest, longest FROM (
+           SELECT coalesce(langs[1], 'none') AS lang, count(*) AS n, sum(character_length(text)) AS total,
+                  avg(character_length(text)) AS mean, min(character_length(text)) AS shortest,
+                  max(character_length(text)) AS longest, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+           FROM posts GROUP BY lang, win)",
+        &format!("{HOP_1M_5M} SELECT ws, coalesce(langs[1], 'none') AS lang, count(*), sum(character_length(text)),
+                  avg(character_length(text)), min(character_length(text)), max(character_length(text))
+           FROM p GROUP BY ws, lang"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn approx_distinct_merges_like_one_sketch() {
+    check(
+        "approx",
+        standard_config(),
+        "INSERT INTO out SELECT win['end'], approx_distinct(did) FROM posts GROUP BY hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE)",
+        &format!("{HOP_1M_5M} SELECT we, approx_distinct(did) FROM p GROUP BY we"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn filter_and_case_before_the_window() {
+    check(
+        "case",
+        standard_config(),
+        "INSERT INTO out SELECT win['start'], kind, n FROM (
+           SELECT CASE WHEN reply_parent IS NULL THEN 'post' ELSE 'reply' END AS kind, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
+           FROM posts WHERE embed IS DISTINCT FROM 'images' AND character_length(text) > 10
+           GROUP BY kind, win)",
+        &format!("{TUMBLE_1M} SELECT ws, CASE WHEN reply_parent IS NULL THEN 'post' ELSE 'reply' END AS kind, count(*)
+           FROM p WHERE embed IS DISTINCT FROM 'images' AND character_length(text) > 10 GROUP BY ws, kind"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn having_after_the_window() {
+    check(
+        "having",
+        standard_config(),
+        "INSERT INTO out SELECT win['end'], keyword, n FROM (
+           SELECT keyword, count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+           FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+           GROUP BY keyword, win HAVING count(*) >= 4)",
+        &format!("{HOP_1M_5M} SELECT we, keyword, count(*) FROM (SELECT we, unnest(keywords(text)) AS keyword FROM p) GROUP BY we, keyword HAVING count(*) >= 4"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn top_n_per_window_with_row_number() {
+    check(
+        "topn",
+        standard_config(),
+        "INSERT INTO out SELECT ws, keyword, n, rn FROM (
+           SELECT win['start'] AS ws, keyword, n, ROW_NUMBER() OVER (PARTITION BY win ORDER BY n DESC, keyword) AS rn
+           FROM (SELECT keyword, count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+                 FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+                 GROUP BY keyword, win))
+         WHERE rn <= 5",
+        &format!("{HOP_1M_5M} SELECT ws, keyword, n, rn FROM (
+           SELECT ws, keyword, n, ROW_NUMBER() OVER (PARTITION BY ws ORDER BY n DESC, keyword) AS rn
+           FROM (SELECT ws, keyword, count(*) AS n FROM (SELECT ws, unnest(keywords(text)) AS keyword FROM p) GROUP BY ws, keyword))
+         WHERE rn <= 5"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cross_join_unnest_of_hashtags() {
+    let cfg = GeneratorConfig { rate: 6.0, ..standard_config() };
+    check(
+        "crossjoin",
+        cfg,
+        "INSERT INTO out SELECT win['start'], tag, n FROM (
+           SELECT tag, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
+           FROM posts CROSS JOIN unnest(posts.hashtags) AS t(tag)
+           GROUP BY tag, win)",
+        &format!("{TUMBLE_1M} SELECT ws, tag, count(*) FROM (SELECT ws, unnest(hashtags) AS tag FROM p) GROUP BY ws, tag"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn keywords_per_language_group() {
+    check(
+        "langs",
+        standard_config(),
+        "INSERT INTO out SELECT win['end'], lang, keyword, n FROM (
+           SELECT lang, keyword, count(*) AS n, tumble(INTERVAL '5' MINUTE) AS win
+           FROM (SELECT split_part(coalesce(langs[1], 'en'), '-', 1) AS lang, unnest(keywords(text, langs)) AS keyword, event_time FROM posts)
+           WHERE lang IN ('ja', 'ko', 'pt')
+           GROUP BY lang, keyword, win)",
+        "SELECT date_bin(INTERVAL '5 minutes', event_time, TIMESTAMP '1970-01-01T00:00:00') + INTERVAL '5 minutes' AS we, lang, keyword, count(*)
+         FROM (SELECT event_time, split_part(coalesce(langs[1], 'en'), '-', 1) AS lang, unnest(keywords(text, langs)) AS keyword FROM posts WHERE NOT late)
+         WHERE lang IN ('ja', 'ko', 'pt') GROUP BY we, lang, keyword",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn shuffled_within_the_bound_loses_nothing() {
+    let cfg = GeneratorConfig { out_of_order_ns: 4_000_000_000, ..standard_config() };
+    let m = check(
+        "shuffled",
+        cfg,
+        "INSERT INTO out SELECT win['start'], n, authors FROM (
+           SELECT count(*) AS n, count(DISTINCT did) AS authors, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+           FROM posts GROUP BY win)",
+        &format!("{HOP_1M_5M} SELECT ws, count(*), count(DISTINCT did) FROM p GROUP BY ws"),
+    )
+    .await;
+    assert_eq!(m.late_rows, 0, "disorder within the watermark bound must not drop rows");
+}
+
+#[tokio::test]
+async fn late_events_beyond_the_bound_are_dropped_and_counted() {
+    let cfg = GeneratorConfig { out_of_order_ns: 40_000_000_000, ..standard_config() };
+    let path = synthetic_file("late", cfg);
+    let posts = load_posts(&path, DELAY_NS);
+    let expected_late = posts.column_by_name("late").unwrap().as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap().true_count();
+    assert!(expected_late > 50, "the input must hold late rows ({expected_late})");
+    let (s, m) = run_stream(
+        &script(&path, "INSERT INTO out SELECT win['start'], keyword, n FROM (
+            SELECT keyword, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
+            FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts) GROUP BY keyword, win)"),
+        "out",
+    )
+    .await;
+    let b = run_batch(
+        &posts,
+        &format!("{TUMBLE_1M} SELECT ws, keyword, count(*) FROM (SELECT ws, unnest(keywords(text)) AS keyword FROM p) GROUP BY ws, keyword"),
+    )
+    .await;
+    assert_same(&s, &b);
+    assert_eq!(m.late_rows as usize, expected_late);
+}
+
+#[tokio::test]
+async fn stateless_projection_and_filter() {
+    check(
+        "stateless",
+        standard_config(),
+        "INSERT INTO out SELECT uri, upper(did) AS who, array_length(hashtags) AS tags, regexp_like(text, '[0-9]') AS digits
+         FROM posts WHERE cardinality(hashtags) > 0",
+        "SELECT uri, upper(did), array_length(hashtags), regexp_like(text, '[0-9]') FROM posts WHERE NOT late AND cardinality(hashtags) > 0",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn window_without_keys() {
+    check(
+        "global",
+        standard_config(),
+        "INSERT INTO out SELECT win['start'], n FROM (SELECT count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win FROM posts GROUP BY win)",
+        &format!("{TUMBLE_1M} SELECT ws, count(*) FROM p GROUP BY ws"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn aggregate_filter_clause() {
+    check(
+        "aggfilter",
+        standard_config(),
+        "INSERT INTO out SELECT win['end'], images, links, n FROM (
+           SELECT count(*) FILTER (WHERE embed = 'images') AS images, count(*) FILTER (WHERE cardinality(links) > 0) AS links,
+                  count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+           FROM posts GROUP BY win)",
+        &format!("{HOP_1M_5M} SELECT we, count(*) FILTER (WHERE embed = 'images'), count(*) FILTER (WHERE cardinality(links) > 0), count(*) FROM p GROUP BY we"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn views_and_union_all() {
+    check(
+        "views",
+        standard_config(),
+        "CREATE VIEW replies AS SELECT did, event_time, 'reply' AS kind FROM posts WHERE reply_parent IS NOT NULL;
+         CREATE VIEW originals AS SELECT did, event_time, 'post' AS kind FROM posts WHERE reply_parent IS NULL;
+         INSERT INTO out SELECT win['start'], kind, n FROM (
+           SELECT kind, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
+           FROM (SELECT * FROM replies UNION ALL SELECT * FROM originals) GROUP BY kind, win)",
+        &format!("{TUMBLE_1M} SELECT ws, CASE WHEN reply_parent IS NULL THEN 'post' ELSE 'reply' END AS kind, count(*) FROM p GROUP BY ws, kind"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_inserts_share_one_source() {
+    let path = synthetic_file("two", standard_config());
+    let posts = load_posts(&path, DELAY_NS);
+    let sql = format!(
+        "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND) WITH (connector = 'replay', path = '{}');
+         CREATE TABLE a WITH (connector = 'memory');
+         CREATE TABLE b (ws TIMESTAMP, n BIGINT) WITH (connector = 'memory');
+         INSERT INTO a SELECT win['start'], tag, n FROM (SELECT tag, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win FROM (SELECT unnest(hashtags) AS tag, event_time FROM posts) GROUP BY tag, win);
+         INSERT INTO b SELECT win['start'], n FROM (SELECT count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win FROM posts GROUP BY win);",
+        path.display()
+    );
+    let reg = skystream_registry::registry();
+    let planned = skystream_sql::plan_script(&sql, &reg).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(planned.pipeline.sources.len(), 1, "one source feeds both flows");
+    planned.pipeline.run().await.unwrap();
+    let (_, a) = reg.memory().batches("a").unwrap();
+    let (schema_b, b) = reg.memory().batches("b").unwrap();
+    assert_eq!(schema_b.field(0).name(), "ws", "sink columns take the declared names");
+    assert_same(&a, &run_batch(&posts, &format!("{TUMBLE_1M} SELECT ws, tag, count(*) FROM (SELECT ws, unnest(hashtags) AS tag FROM p) GROUP BY ws, tag")).await);
+    assert_same(&b, &run_batch(&posts, &format!("{TUMBLE_1M} SELECT ws, count(*) FROM p GROUP BY ws")).await);
+}
+
+#[tokio::test]
+async fn hop_with_wide_width_and_burst_keyword() {
+    let cfg = GeneratorConfig { bursts: vec![Burst::parse("eclipse:5m:10m:10").unwrap()], ..standard_config() };
+    check(
+        "widehop",
+        cfg,
+        "INSERT INTO out SELECT win['start'], n FROM (
+           SELECT count(*) AS n, hop(INTERVAL '2' MINUTE, INTERVAL '10' MINUTE) AS win
+           FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts) WHERE keyword = 'eclipse' GROUP BY win)",
+        "SELECT to_timestamp_nanos((CAST(event_time AS BIGINT) / 120000000000 - k) * 120000000000) AS ws, count(*)
+         FROM (SELECT event_time, unnest(keywords(text)) AS keyword FROM posts WHERE NOT late) CROSS JOIN (VALUES (0),(1),(2),(3),(4)) AS ks(k)
+         WHERE keyword = 'eclipse' GROUP BY ws",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn recorded_jetstream_events() {
+    let path = repo_root().join("testdata/jetstream/expected_v1.jsonl");
+    let posts = load_posts(&path, 1_000_000_000_000);
+    assert_eq!(posts.num_rows(), 17, "the recording holds 17 post creates");
+    let sql = format!(
+        "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '1000' SECOND) WITH (connector = 'replay', path = '{}');
+         CREATE TABLE out WITH (connector = 'memory');
+         INSERT INTO out SELECT win['start'], lang, n FROM (
+           SELECT coalesce(langs[1], 'none') AS lang, count(*) AS n, tumble(INTERVAL '1' SECOND) AS win FROM posts GROUP BY lang, win)",
+        path.display()
+    );
+    let (s, m) = run_stream(&sql, "out").await;
+    assert_eq!(m.rows_in, 17);
+    assert_eq!(m.filtered, 135, "152 events, 17 posts");
+    assert_eq!(m.malformed, 0);
+    let b = run_batch(
+        &posts,
+        "SELECT date_bin(INTERVAL '1 second', event_time, TIMESTAMP '1970-01-01T00:00:00'), coalesce(langs[1], 'none') AS lang, count(*) FROM posts GROUP BY 1, lang",
+    )
+    .await;
+    assert_same(&s, &b);
+}
