@@ -103,7 +103,7 @@ async fn approx_distinct_merges_like_one_sketch() {
     check(
         "approx",
         standard_config(),
-        "INSERT INTO out SELECT win['end'], approx_distinct(did) FROM posts GROUP BY hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE)",
+        "INSERT INTO out SELECT win['end'], n FROM (SELECT approx_distinct(did) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win FROM posts GROUP BY win)",
         &format!("{HOP_1M_5M} SELECT we, approx_distinct(did) FROM p GROUP BY we"),
     )
     .await;
@@ -116,10 +116,10 @@ async fn filter_and_case_before_the_window() {
         standard_config(),
         "INSERT INTO out SELECT win['start'], kind, n FROM (
            SELECT CASE WHEN reply_parent IS NULL THEN 'post' ELSE 'reply' END AS kind, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
-           FROM posts WHERE embed IS DISTINCT FROM 'images' AND character_length(text) > 10
+           FROM posts WHERE (embed IS DISTINCT FROM 'images') AND character_length(text) > 10
            GROUP BY kind, win)",
         &format!("{TUMBLE_1M} SELECT ws, CASE WHEN reply_parent IS NULL THEN 'post' ELSE 'reply' END AS kind, count(*)
-           FROM p WHERE embed IS DISTINCT FROM 'images' AND character_length(text) > 10 GROUP BY ws, kind"),
+           FROM p WHERE (embed IS DISTINCT FROM 'images') AND character_length(text) > 10 GROUP BY ws, kind"),
     )
     .await;
 }

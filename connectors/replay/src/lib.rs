@@ -117,6 +117,10 @@ impl Connector for ReplayConnector {
         "source: a JSONL file of Jetstream events or JSON rows, replayed at max speed, real time or xN"
     }
 
+    fn is_source(&self) -> bool {
+        true
+    }
+
     fn source_schema(&self, table: &TableDef) -> Result<SchemaRef> {
         let c = config(table)?;
         if !std::path::Path::new(&c.path).exists() {

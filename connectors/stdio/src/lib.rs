@@ -57,6 +57,10 @@ impl Connector for StdoutConnector {
         "sink: prints rows to standard output, as a table per window or as JSON lines"
     }
 
+    fn is_sink(&self) -> bool {
+        true
+    }
+
     fn validate_sink(&self, table: &TableDef, _schema: &SchemaRef) -> Result<()> {
         stdout_config(table).map(|_| ())
     }
@@ -120,6 +124,10 @@ impl Connector for FileConnector {
 
     fn description(&self) -> &str {
         "sink: appends rows to a JSON-lines file"
+    }
+
+    fn is_sink(&self) -> bool {
+        true
     }
 
     fn validate_sink(&self, table: &TableDef, _schema: &SchemaRef) -> Result<()> {

@@ -94,6 +94,10 @@ impl Connector for SyntheticConnector {
         "source: a deterministic Jetstream-format firehose (multi-language Zipf words, planted bursts)"
     }
 
+    fn is_source(&self) -> bool {
+        true
+    }
+
     fn source_schema(&self, table: &TableDef) -> Result<SchemaRef> {
         config(table)?;
         resolve_schema(&table.name, "jetstream", table.declared_schema.as_ref())

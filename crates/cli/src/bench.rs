@@ -57,6 +57,10 @@ impl Connector for BenchLines {
     fn description(&self) -> &str {
         "source: pre-generated Jetstream lines in memory (benchmark)"
     }
+
+    fn is_source(&self) -> bool {
+        true
+    }
     fn source_schema(&self, table: &TableDef) -> skystream_engine::Result<SchemaRef> {
         resolve_schema(&table.name, "jetstream", table.declared_schema.as_ref())
     }

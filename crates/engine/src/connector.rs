@@ -36,6 +36,16 @@ pub trait Connector: Send + Sync {
     /// One line for `skystream connectors` and error messages.
     fn description(&self) -> &str;
 
+    /// Whether tables of this connector can be read.
+    fn is_source(&self) -> bool {
+        false
+    }
+
+    /// Whether tables of this connector can be written.
+    fn is_sink(&self) -> bool {
+        false
+    }
+
     /// Validates a source table and returns the schema of its rows. Unknown options, a missing
     /// required option, or columns the format cannot produce are errors here, at planning time.
     fn source_schema(&self, table: &TableDef) -> Result<SchemaRef> {
@@ -113,6 +123,10 @@ impl Connector for MemoryConnector {
 
     fn description(&self) -> &str {
         "sink: keeps rows in memory (tests)"
+    }
+
+    fn is_sink(&self) -> bool {
+        true
     }
 
     fn validate_sink(&self, table: &TableDef, _schema: &SchemaRef) -> Result<()> {

@@ -123,7 +123,9 @@ pub fn window_call(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<(WindowSpec, A
 /// Whether a physical aggregate groups by a window.
 pub fn is_windowed(agg: &AggregateExec) -> bool {
     let inner = partial_of(agg);
-    inner.group_expr().expr().iter().any(|(e, _)| matches!(window_call(e), Ok(Some(_))))
+    inner.group_expr().expr().iter().any(|(e, _)| {
+        e.downcast_ref::<ScalarFunctionExpr>().is_some_and(|f| matches!(f.fun().name(), HOP | TUMBLE))
+    })
 }
 
 /// The aggregate whose expressions read raw input: the node itself, or the partial stage of a

@@ -72,10 +72,18 @@ pub fn new_session() -> SessionContext {
         .into_iter()
         .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
         .collect();
+    // Stage plans run to completion synchronously on each batch; cooperative yielding (which
+    // answers Pending to let other tokio tasks run) has no place there.
+    let physical_rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| r.name() != "EnsureCooperative")
+        .collect();
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .with_optimizer_rules(rules)
+        .with_physical_optimizer_rules(physical_rules)
         .build();
     let ctx = SessionContext::new_with_state(state);
     for f in crate::udf::all() {
@@ -171,7 +179,12 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
                     SqlError::new(format!("table '{name}' needs WITH (connector = '...')")).or_at(pos)
                 })?;
                 let role = values.remove("type");
-                let is_sink = insert_targets.contains(&name);
+                let conn = registry.get(&connector).map_err(|e| SqlError::from(e).or_at(pos))?;
+                // A table is a sink when it is inserted into, or when its connector cannot be read.
+                let is_sink = insert_targets.contains(&name) || role.as_deref() == Some("sink") || !conn.is_source();
+                if insert_targets.contains(&name) && !conn.is_sink() {
+                    return Err(SqlError::new(format!("table '{name}': connector '{connector}' cannot be written to")).or_at(pos));
+                }
                 match (role.as_deref(), is_sink) {
                     (Some("source"), true) => return Err(SqlError::new(format!("table '{name}' is declared type = 'source' but is inserted into")).or_at(pos)),
                     (Some("sink"), false) | (Some("source"), false) | (Some("sink"), true) | (None, _) => {}
@@ -198,7 +211,6 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
                     declared_schema,
                     options: Options::new(&name, values),
                 };
-                let conn = registry.get(&connector).map_err(|e| SqlError::from(e).or_at(pos))?;
                 if is_sink {
                     if st.watermark.is_some() {
                         return Err(SqlError::new(format!("table '{name}' is a sink: WATERMARK applies to source tables")).or_at(pos));
@@ -280,6 +292,8 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
             .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query))))
             .await
             .map_err(|e| SqlError::from(e).or_at(pos))?;
+        let plan = crate::rewrite::lateral_unnest(plan).map_err(|e| SqlError::from(e).or_at(pos))?;
+        tracing::debug!("logical plan of '{}':\n{}", sink_def.name, plan.display_indent_schema());
         validate::check(&plan, st)?;
         let plan = add_event_time(plan).map_err(|e| SqlError::from(e).or_at(pos))?;
         let plan = conform_to_sink(plan, &sink_def).map_err(|e| e.or_at(pos))?;

@@ -86,3 +86,74 @@ pub fn add_event_time(plan: LogicalPlan) -> Result<LogicalPlan> {
     })
     .map(|t| t.data)
 }
+
+/// Turns `FROM t CROSS JOIN unnest(t.list) AS u(x)` — which DataFusion plans as a join with a
+/// correlated subquery — into an `Unnest` over `t` itself, so it runs per batch like
+/// `SELECT unnest(t.list)`. Other joins are left for the validator to refuse.
+pub fn lateral_unnest(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up(|node| {
+        let LogicalPlan::Join(j) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        if j.join_type != datafusion::logical_expr::JoinType::Inner || !j.on.is_empty() || j.filter.is_some() {
+            return Ok(Transformed::no(node));
+        }
+        let sub = match j.right.as_ref() {
+            LogicalPlan::SubqueryAlias(a) => match a.input.as_ref() {
+                LogicalPlan::Subquery(s) => s,
+                _ => return Ok(Transformed::no(node)),
+            },
+            LogicalPlan::Subquery(s) => s,
+            _ => return Ok(Transformed::no(node)),
+        };
+        let mut tops: Vec<&Projection> = Vec::new();
+        let mut cur = sub.subquery.as_ref();
+        let unnest = loop {
+            match cur {
+                LogicalPlan::Projection(p) => {
+                    tops.push(p);
+                    cur = p.input.as_ref();
+                }
+                LogicalPlan::Unnest(u) => break u,
+                _ => return Ok(Transformed::no(node)),
+            }
+        };
+        let LogicalPlan::Projection(inner) = unnest.input.as_ref() else {
+            return Ok(Transformed::no(node));
+        };
+        if !matches!(inner.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+            return Ok(Transformed::no(node));
+        }
+        let strip = |e: &Expr| -> Result<Expr> {
+            e.clone()
+                .transform(|x| match x {
+                    Expr::OuterReferenceColumn(_, c) => Ok(Transformed::yes(Expr::Column(c))),
+                    other => Ok(Transformed::no(other)),
+                })
+                .map(|t| t.data)
+        };
+        let left = j.left.as_ref().clone();
+        let left_cols: Vec<Expr> = left.schema().columns().into_iter().map(Expr::Column).collect();
+        let n_left = left_cols.len();
+        let with = |exprs: &[Expr]| -> Result<Vec<Expr>> {
+            let mut v = left_cols.clone();
+            for e in exprs {
+                v.push(strip(e)?);
+            }
+            Ok(v)
+        };
+        let mut b = datafusion::logical_expr::LogicalPlanBuilder::from(left)
+            .project(with(&inner.expr)?)?
+            .unnest_columns_with_options(unnest.exec_columns.clone(), unnest.options.clone())?;
+        for p in tops.iter().rev() {
+            b = b.project(with(&p.expr)?)?;
+        }
+        let built = b.build()?;
+        let mut exprs = left_cols.clone();
+        for ((q, f), (rq, rf)) in built.schema().iter().skip(n_left).zip(j.right.schema().iter()) {
+            exprs.push(Expr::Column(Column::new(q.cloned(), f.name())).alias_qualified(rq.cloned(), rf.name()));
+        }
+        Ok(Transformed::yes(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(built))?)))
+    })
+    .map(|t| t.data)
+}

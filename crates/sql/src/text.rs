@@ -86,6 +86,14 @@ pub fn for_each_keyword(text: &str, stop: Stopwords<'_>, mut emit: impl FnMut(&s
         }
         if chunk.is_ascii() {
             ascii_words(chunk, stop, &mut buf, &mut emit);
+        } else if chunk.chars().any(|c| script(c) != Script::Other) {
+            // UAX #29 would cut Han text into single characters: split on punctuation only and
+            // let `unicode_word` form script runs and bigrams.
+            for piece in chunk.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '_')) {
+                if !piece.is_empty() {
+                    unicode_word(piece, stop, &mut buf, &mut emit);
+                }
+            }
         } else {
             for word in chunk.unicode_words() {
                 unicode_word(word, stop, &mut buf, &mut emit);
