@@ -1,6 +1,6 @@
 -- skystream demo: the top keywords of a synthetic Bluesky firehose, per sliding window.
 --
--- `skystream demo` fills the ${...} placeholders from its flags; to run it by hand:
+-- `skystream demo` fills the placeholders (dollar-brace name:default) from its flags; to run it by hand:
 --   skystream run sql/demo.sql --set rate=40 --set speed=30 --set duration=2h
 --
 -- Event time runs `speed` times faster than the wall clock, so a 1-minute slide shows a new

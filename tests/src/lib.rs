@@ -18,7 +18,10 @@ use skystream_synthetic::{Burst, Generator, GeneratorConfig};
 
 /// The repository's root (where `testdata/` lives).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Writes `n` synthetic Jetstream events (posts and, with `other_events`, likes) to a file in
@@ -62,7 +65,10 @@ pub fn load_posts(path: &Path, delay_ns: i64) -> RecordBatch {
         let _ = d.push(line);
     }
     let batch = d.flush().unwrap().unwrap();
-    let ts = batch.column_by_name("event_time").unwrap().as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+    let ts = batch
+        .column_by_name("event_time")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::TimestampNanosecondType>();
     let mut max = i64::MIN;
     let late: BooleanArray = ts
         .values()
@@ -73,7 +79,12 @@ pub fn load_posts(path: &Path, delay_ns: i64) -> RecordBatch {
             Some(l)
         })
         .collect();
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new("late", DataType::Boolean, false));
     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
     cols.push(Arc::new(late));
@@ -88,9 +99,17 @@ pub async fn run_stream(sql: &str, output: &str) -> (Vec<RecordBatch>, MetricsSn
         Ok(p) => p,
         Err(e) => panic!("planning failed: {e}\n{sql}"),
     };
-    let summary = planned.pipeline.run().await.unwrap_or_else(|e| panic!("run failed: {e}"));
+    let summary = planned
+        .pipeline
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("run failed: {e}"));
     assert!(summary.completed);
-    let batches = reg.memory().batches(output).map(|(_, b)| b).unwrap_or_default();
+    let batches = reg
+        .memory()
+        .batches(output)
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     (batches, summary.metrics)
 }
 
@@ -102,7 +121,12 @@ pub async fn run_batch(posts: &RecordBatch, sql: &str) -> Vec<RecordBatch> {
     }
     let table = MemTable::try_new(posts.schema(), vec![vec![posts.clone()]]).unwrap();
     ctx.register_table("posts", Arc::new(table)).unwrap();
-    ctx.sql(sql).await.unwrap_or_else(|e| panic!("batch query failed: {e}\n{sql}")).collect().await.unwrap()
+    ctx.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("batch query failed: {e}\n{sql}"))
+        .collect()
+        .await
+        .unwrap()
 }
 
 fn cell(a: &ArrayRef, i: usize) -> String {
@@ -110,25 +134,51 @@ fn cell(a: &ArrayRef, i: usize) -> String {
         return "NULL".into();
     }
     match a.data_type() {
-        DataType::Float64 => format!("{:.9e}", a.as_primitive::<arrow::datatypes::Float64Type>().value(i)),
-        DataType::Float32 => format!("{:.6e}", a.as_primitive::<arrow::datatypes::Float32Type>().value(i)),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            a.as_primitive::<arrow::datatypes::TimestampNanosecondType>().value(i).to_string()
-        }
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+        DataType::Float64 => format!(
+            "{:.9e}",
+            a.as_primitive::<arrow::datatypes::Float64Type>().value(i)
+        ),
+        DataType::Float32 => format!(
+            "{:.6e}",
+            a.as_primitive::<arrow::datatypes::Float32Type>().value(i)
+        ),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => a
+            .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+            .value(i)
+            .to_string(),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => {
             let c = arrow::compute::cast(a, &DataType::Int64).unwrap();
-            c.as_primitive::<arrow::datatypes::Int64Type>().value(i).to_string()
+            c.as_primitive::<arrow::datatypes::Int64Type>()
+                .value(i)
+                .to_string()
         }
-        _ => ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default()).unwrap().value(i).to_string(),
+        _ => ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())
+            .unwrap()
+            .value(i)
+            .to_string(),
     }
 }
 
 /// Rows as sorted strings: column order kept, row order ignored, numbers normalised.
 pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let Some(first) = batches.first() else { return Vec::new() };
+    let Some(first) = batches.first() else {
+        return Vec::new();
+    };
     let b = concat_batches(&first.schema(), batches).unwrap();
     let mut out: Vec<String> = (0..b.num_rows())
-        .map(|i| b.columns().iter().map(|c| cell(c, i)).collect::<Vec<_>>().join(" | "))
+        .map(|i| {
+            b.columns()
+                .iter()
+                .map(|c| cell(c, i))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
         .collect();
     out.sort();
     out
@@ -137,7 +187,10 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
 /// Asserts the streaming and batch results hold the same rows, and that there are some.
 pub fn assert_same(stream: &[RecordBatch], batch: &[RecordBatch]) {
     let (s, b) = (rows(stream), rows(batch));
-    assert!(!b.is_empty(), "the batch query returned no rows: the case tests nothing");
+    assert!(
+        !b.is_empty(),
+        "the batch query returned no rows: the case tests nothing"
+    );
     if s != b {
         let only_s: Vec<_> = s.iter().filter(|r| !b.contains(r)).take(10).collect();
         let only_b: Vec<_> = b.iter().filter(|r| !s.contains(r)).take(10).collect();

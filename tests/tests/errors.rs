@@ -5,7 +5,9 @@ use skystream_tests::repo_root;
 fn source() -> String {
     format!(
         "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)\nWITH (connector = 'replay', path = '{}');\nCREATE TABLE out WITH (connector = 'memory');\n",
-        repo_root().join("testdata/jetstream/expected_v1.jsonl").display()
+        repo_root()
+            .join("testdata/jetstream/expected_v1.jsonl")
+            .display()
     )
 }
 
@@ -28,8 +30,12 @@ async fn order_by_on_a_stream() {
 
 #[tokio::test]
 async fn unwindowed_aggregate() {
-    let (m, l, c) = plan_err("INSERT INTO out SELECT did, count(*)\nFROM posts\nGROUP BY did;").await;
-    assert!(m.contains("GROUP BY over an unbounded stream") && m.contains("tumble"), "{m}");
+    let (m, l, c) =
+        plan_err("INSERT INTO out SELECT did, count(*)\nFROM posts\nGROUP BY did;").await;
+    assert!(
+        m.contains("GROUP BY over an unbounded stream") && m.contains("tumble"),
+        "{m}"
+    );
     assert_eq!((l, c), (Some(3), Some(1)));
     let (m, l, c) = plan_err("INSERT INTO out SELECT\n   count(*) FROM posts;").await;
     assert!(m.contains("count()") && m.contains("unbounded"), "{m}");
@@ -38,7 +44,8 @@ async fn unwindowed_aggregate() {
 
 #[tokio::test]
 async fn over_on_a_raw_stream() {
-    let (m, l, c) = plan_err("INSERT INTO out SELECT did, ROW_NUMBER() OVER (ORDER BY did) FROM posts;").await;
+    let (m, l, c) =
+        plan_err("INSERT INTO out SELECT did, ROW_NUMBER() OVER (ORDER BY did) FROM posts;").await;
     assert!(m.contains("OVER"), "{m}");
     assert_eq!((l, c), (Some(1), Some(42)));
 }
@@ -57,7 +64,8 @@ async fn over_not_partitioned_by_the_window() {
 async fn limit_join_and_distinct() {
     let (m, _, _) = plan_err("INSERT INTO out SELECT did FROM posts LIMIT 10;").await;
     assert!(m.contains("LIMIT"), "{m}");
-    let (m, l, c) = plan_err("INSERT INTO out SELECT a.did FROM posts a\nJOIN posts b ON a.did = b.did;").await;
+    let (m, l, c) =
+        plan_err("INSERT INTO out SELECT a.did FROM posts a\nJOIN posts b ON a.did = b.did;").await;
     assert!(m.contains("JOIN"), "{m}");
     assert_eq!((l, c), (Some(2), Some(1)));
     let (m, _, _) = plan_err("INSERT INTO out SELECT DISTINCT did FROM posts;").await;
@@ -68,16 +76,28 @@ async fn limit_join_and_distinct() {
 async fn windows_need_event_time_and_fixed_intervals() {
     let sql = format!(
         "CREATE TABLE p WITH (connector = 'replay', path = '{}');\nCREATE TABLE out WITH (connector = 'memory');\nINSERT INTO out SELECT count(*), tumble(INTERVAL '1' MINUTE) AS w FROM p GROUP BY w;",
-        repo_root().join("testdata/jetstream/expected_v1.jsonl").display()
+        repo_root()
+            .join("testdata/jetstream/expected_v1.jsonl")
+            .display()
     );
-    let e = skystream_sql::plan_script(&sql, &skystream_registry::registry()).await.err().expect("no watermark");
+    let e = skystream_sql::plan_script(&sql, &skystream_registry::registry())
+        .await
+        .err()
+        .expect("no watermark");
     assert!(e.message.contains("WATERMARK"), "{e}");
     assert_eq!(e.line, Some(3));
-    let (m, _, _) = plan_err("INSERT INTO out SELECT count(*), tumble(INTERVAL '1' MONTH) AS w FROM posts GROUP BY w;").await;
-    assert!(m.contains("constant interval") || m.contains("month"), "{m}");
+    let (m, _, _) = plan_err(
+        "INSERT INTO out SELECT count(*), tumble(INTERVAL '1' MONTH) AS w FROM posts GROUP BY w;",
+    )
+    .await;
+    assert!(
+        m.contains("constant interval") || m.contains("month"),
+        "{m}"
+    );
     let (m, _, _) = plan_err("INSERT INTO out SELECT count(*), hop(INTERVAL '2' MINUTE, INTERVAL '5' MINUTE) AS w FROM posts GROUP BY w;").await;
     assert!(m.contains("multiple of its slide"), "{m}");
-    let (m, l, c) = plan_err("INSERT INTO out SELECT did,\n  tumble(INTERVAL '1' MINUTE) FROM posts;").await;
+    let (m, l, c) =
+        plan_err("INSERT INTO out SELECT did,\n  tumble(INTERVAL '1' MINUTE) FROM posts;").await;
     assert!(m.contains("only be used in GROUP BY"), "{m}");
     assert_eq!((l, c), (Some(2), Some(3)));
 }
@@ -89,7 +109,10 @@ async fn unknown_column_function_connector_and_option() {
     assert_eq!((l, c), (Some(2), Some(3)));
     let (m, _, _) = plan_err("INSERT INTO out SELECT nosuchfn(did) FROM posts;").await;
     assert!(m.contains("nosuchfn"), "{m}");
-    let (m, l, _) = plan_err("CREATE TABLE x WITH (connector = 'kafkaa');\nINSERT INTO x SELECT did FROM posts;").await;
+    let (m, l, _) = plan_err(
+        "CREATE TABLE x WITH (connector = 'kafkaa');\nINSERT INTO x SELECT did FROM posts;",
+    )
+    .await;
     assert!(m.contains("unknown connector 'kafkaa'"), "{m}");
     assert_eq!(l, Some(1));
     let (m, _, _) = plan_err("CREATE TABLE y WITH (connector = 'stdout', colour = 'red');\nINSERT INTO y SELECT did FROM posts;").await;
@@ -105,7 +128,9 @@ async fn syntax_errors_and_forbidden_statements() {
     assert!(m.contains("not allowed in a pipeline"), "{m}");
     let (m, _, _) = plan_err("INSERT INTO nowhere SELECT did FROM posts;").await;
     assert!(m.contains("no such table"), "{m}");
-    let (m, _, _) = plan_err("INSERT INTO out SELECT did FROM posts WHERE did IN (SELECT did FROM posts);").await;
+    let (m, _, _) =
+        plan_err("INSERT INTO out SELECT did FROM posts WHERE did IN (SELECT did FROM posts);")
+            .await;
     assert!(m.contains("subqueries"), "{m}");
 }
 
@@ -117,8 +142,20 @@ async fn bad_source_options_are_named() {
         .err()
         .unwrap();
     assert!(e.message.contains("does not exist"), "{e}");
-    let e = skystream_sql::plan_script("CREATE TABLE p WITH (connector = 'synthetic', rate = 'fast');\nSELECT did FROM p;", &reg).await.err().unwrap();
+    let e = skystream_sql::plan_script(
+        "CREATE TABLE p WITH (connector = 'synthetic', rate = 'fast');\nSELECT did FROM p;",
+        &reg,
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(e.message.contains("rate"), "{e}");
-    let e = skystream_sql::plan_script("CREATE TABLE p (nope TEXT) WITH (connector = 'synthetic');\nSELECT * FROM p;", &reg).await.err().unwrap();
+    let e = skystream_sql::plan_script(
+        "CREATE TABLE p (nope TEXT) WITH (connector = 'synthetic');\nSELECT * FROM p;",
+        &reg,
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(e.message.contains("no column 'nope'"), "{e}");
 }

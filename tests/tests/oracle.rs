@@ -30,7 +30,12 @@ const HOP_1M_5M: &str = "WITH p AS (
     FROM posts CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS ks(k)
     WHERE NOT late)";
 
-async fn check(name: &str, cfg: GeneratorConfig, stream_body: &str, batch_sql: &str) -> skystream_engine::metrics::MetricsSnapshot {
+async fn check(
+    name: &str,
+    cfg: GeneratorConfig,
+    stream_body: &str,
+    batch_sql: &str,
+) -> skystream_engine::metrics::MetricsSnapshot {
     let path = synthetic_file(name, cfg);
     let posts = load_posts(&path, DELAY_NS);
     let (s, m) = run_stream(&script(&path, stream_body), "out").await;
@@ -159,7 +164,10 @@ async fn top_n_per_window_with_row_number() {
 
 #[tokio::test]
 async fn cross_join_unnest_of_hashtags() {
-    let cfg = GeneratorConfig { rate: 6.0, ..standard_config() };
+    let cfg = GeneratorConfig {
+        rate: 6.0,
+        ..standard_config()
+    };
     check(
         "crossjoin",
         cfg,
@@ -191,7 +199,10 @@ async fn keywords_per_language_group() {
 
 #[tokio::test]
 async fn shuffled_within_the_bound_loses_nothing() {
-    let cfg = GeneratorConfig { out_of_order_ns: 4_000_000_000, ..standard_config() };
+    let cfg = GeneratorConfig {
+        out_of_order_ns: 4_000_000_000,
+        ..standard_config()
+    };
     let m = check(
         "shuffled",
         cfg,
@@ -201,16 +212,31 @@ async fn shuffled_within_the_bound_loses_nothing() {
         &format!("{HOP_1M_5M} SELECT ws, count(*), count(DISTINCT did) FROM p GROUP BY ws"),
     )
     .await;
-    assert_eq!(m.late_rows, 0, "disorder within the watermark bound must not drop rows");
+    assert_eq!(
+        m.late_rows, 0,
+        "disorder within the watermark bound must not drop rows"
+    );
 }
 
 #[tokio::test]
 async fn late_events_beyond_the_bound_are_dropped_and_counted() {
-    let cfg = GeneratorConfig { out_of_order_ns: 40_000_000_000, ..standard_config() };
+    let cfg = GeneratorConfig {
+        out_of_order_ns: 40_000_000_000,
+        ..standard_config()
+    };
     let path = synthetic_file("late", cfg);
     let posts = load_posts(&path, DELAY_NS);
-    let expected_late = posts.column_by_name("late").unwrap().as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap().true_count();
-    assert!(expected_late > 50, "the input must hold late rows ({expected_late})");
+    let expected_late = posts
+        .column_by_name("late")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::BooleanArray>()
+        .unwrap()
+        .true_count();
+    assert!(
+        expected_late > 50,
+        "the input must hold late rows ({expected_late})"
+    );
     let (s, m) = run_stream(
         &script(&path, "INSERT INTO out SELECT win['start'], keyword, n FROM (
             SELECT keyword, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
@@ -292,19 +318,39 @@ async fn two_inserts_share_one_source() {
         path.display()
     );
     let reg = skystream_registry::registry();
-    let planned = skystream_sql::plan_script(&sql, &reg).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(planned.pipeline.sources.len(), 1, "one source feeds both flows");
+    let planned = skystream_sql::plan_script(&sql, &reg)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        planned.pipeline.sources.len(),
+        1,
+        "one source feeds both flows"
+    );
     planned.pipeline.run().await.unwrap();
     let (_, a) = reg.memory().batches("a").unwrap();
     let (schema_b, b) = reg.memory().batches("b").unwrap();
-    assert_eq!(schema_b.field(0).name(), "ws", "sink columns take the declared names");
+    assert_eq!(
+        schema_b.field(0).name(),
+        "ws",
+        "sink columns take the declared names"
+    );
     assert_same(&a, &run_batch(&posts, &format!("{TUMBLE_1M} SELECT ws, tag, count(*) FROM (SELECT ws, unnest(hashtags) AS tag FROM p) GROUP BY ws, tag")).await);
-    assert_same(&b, &run_batch(&posts, &format!("{TUMBLE_1M} SELECT ws, count(*) FROM p GROUP BY ws")).await);
+    assert_same(
+        &b,
+        &run_batch(
+            &posts,
+            &format!("{TUMBLE_1M} SELECT ws, count(*) FROM p GROUP BY ws"),
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
 async fn hop_with_wide_width_and_burst_keyword() {
-    let cfg = GeneratorConfig { bursts: vec![Burst::parse("eclipse:5m:10m:10").unwrap()], ..standard_config() };
+    let cfg = GeneratorConfig {
+        bursts: vec![Burst::parse("eclipse:5m:10m:10").unwrap()],
+        ..standard_config()
+    };
     check(
         "widehop",
         cfg,

@@ -106,7 +106,8 @@ enum Parsed<'a> {
 }
 
 fn parse(line: &[u8]) -> Result<Parsed<'_>, String> {
-    let ev: Event<'_> = serde_json::from_slice(line).map_err(|e| format!("invalid Jetstream event: {e}"))?;
+    let ev: Event<'_> =
+        serde_json::from_slice(line).map_err(|e| format!("invalid Jetstream event: {e}"))?;
     match (ev.kind.as_ref(), &ev.commit) {
         ("commit", Some(c)) if c.collection == POST_COLLECTION && c.operation == "create" => {
             if c.record.is_none() {
@@ -127,7 +128,9 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
     let c = ev.commit.as_ref().expect("checked");
     let r = c.record.as_ref().expect("checked");
     let created_at_ns = if b.wants(5) {
-        r.created_at.as_deref().and_then(skystream_engine::time::parse_rfc3339_ns)
+        r.created_at
+            .as_deref()
+            .and_then(skystream_engine::time::parse_rfc3339_ns)
     } else {
         None
     };
@@ -139,9 +142,15 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
         event_time_ns: ev.time_us.saturating_mul(1000),
         created_at_ns,
         text: &r.text,
-        reply_parent: reply.and_then(|x| x.parent.as_ref()).map(|p| p.uri.as_ref()),
+        reply_parent: reply
+            .and_then(|x| x.parent.as_ref())
+            .map(|p| p.uri.as_ref()),
         reply_root: reply.and_then(|x| x.root.as_ref()).map(|p| p.uri.as_ref()),
-        embed: r.embed.as_ref().and_then(|e| e.kind.as_deref()).and_then(EmbedKind::from_lexicon),
+        embed: r
+            .embed
+            .as_ref()
+            .and_then(|e| e.kind.as_deref())
+            .and_then(EmbedKind::from_lexicon),
     });
     if b.wants(7) {
         for l in r.langs.iter().flatten() {
@@ -164,7 +173,10 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
         }
     }
     if b.wants(9) {
-        for f in facets.clone().filter(|f| f.kind == "app.bsky.richtext.facet#mention") {
+        for f in facets
+            .clone()
+            .filter(|f| f.kind == "app.bsky.richtext.facet#mention")
+        {
             if let Some(d) = &f.did {
                 b.push_list_value(9, d);
             }
@@ -188,7 +200,12 @@ pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
     };
     let c = ev.commit.as_ref().expect("checked");
     let r = c.record.as_ref().expect("checked");
-    let facets: Vec<&Feature<'_>> = r.facets.iter().flatten().flat_map(|f| f.features.iter()).collect();
+    let facets: Vec<&Feature<'_>> = r
+        .facets
+        .iter()
+        .flatten()
+        .flat_map(|f| f.features.iter())
+        .collect();
     let mut hashtags: Vec<String> = Vec::new();
     for t in facets
         .iter()
@@ -203,7 +220,11 @@ pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
         }
     }
     let of_kind = |k: &str, get: fn(&Feature<'_>) -> Option<String>| -> Vec<String> {
-        facets.iter().filter(|f| f.kind == k).filter_map(|f| get(f)).collect()
+        facets
+            .iter()
+            .filter(|f| f.kind == k)
+            .filter_map(|f| get(f))
+            .collect()
     };
     Ok(Some(PostData {
         uri: format!("at://{}/{}/{}", ev.did, POST_COLLECTION, c.rkey),
@@ -211,15 +232,34 @@ pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
         rkey: c.rkey.to_string(),
         cid: c.cid.as_ref().map(|s| s.to_string()),
         event_time_ns: ev.time_us * 1000,
-        created_at_ns: r.created_at.as_deref().and_then(skystream_engine::time::parse_rfc3339_ns),
+        created_at_ns: r
+            .created_at
+            .as_deref()
+            .and_then(skystream_engine::time::parse_rfc3339_ns),
         text: r.text.to_string(),
         langs: r.langs.iter().flatten().map(|s| s.to_string()).collect(),
         hashtags,
-        mentions: of_kind("app.bsky.richtext.facet#mention", |f| f.did.as_ref().map(|s| s.to_string())),
-        links: of_kind("app.bsky.richtext.facet#link", |f| f.uri.as_ref().map(|s| s.to_string())),
-        reply_parent: r.reply.as_ref().and_then(|x| x.parent.as_ref()).map(|p| p.uri.to_string()),
-        reply_root: r.reply.as_ref().and_then(|x| x.root.as_ref()).map(|p| p.uri.to_string()),
-        embed: r.embed.as_ref().and_then(|e| e.kind.as_deref()).and_then(EmbedKind::from_lexicon),
+        mentions: of_kind("app.bsky.richtext.facet#mention", |f| {
+            f.did.as_ref().map(|s| s.to_string())
+        }),
+        links: of_kind("app.bsky.richtext.facet#link", |f| {
+            f.uri.as_ref().map(|s| s.to_string())
+        }),
+        reply_parent: r
+            .reply
+            .as_ref()
+            .and_then(|x| x.parent.as_ref())
+            .map(|p| p.uri.to_string()),
+        reply_root: r
+            .reply
+            .as_ref()
+            .and_then(|x| x.root.as_ref())
+            .map(|p| p.uri.to_string()),
+        embed: r
+            .embed
+            .as_ref()
+            .and_then(|e| e.kind.as_deref())
+            .and_then(EmbedKind::from_lexicon),
     }))
 }
 
@@ -231,7 +271,9 @@ pub struct JetstreamDecoder {
 impl JetstreamDecoder {
     /// Builds the given columns of the post schema (all when `None`).
     pub fn new(projection: Option<&[usize]>) -> Self {
-        Self { builder: PostDataBuilder::with_projection(projection) }
+        Self {
+            builder: PostDataBuilder::with_projection(projection),
+        }
     }
 }
 
@@ -301,7 +343,10 @@ mod tests {
         let del = r#"{"did":"did:plc:a","time_us":1,"kind":"commit","commit":{"operation":"delete","collection":"app.bsky.feed.post","rkey":"x"}}"#;
         assert_eq!(d.push(del.as_bytes()).unwrap(), Decoded::Filtered);
         assert!(d.push(b"{not json").is_err());
-        assert!(d.push(br#"{"did":"x","time_us":1,"kind":"weird"}"#).is_err());
+        assert!(
+            d.push(br#"{"did":"x","time_us":1,"kind":"weird"}"#)
+                .is_err()
+        );
         assert!(d.push(&[0xff, 0xfe]).is_err());
         assert!(d.flush().unwrap().is_none());
     }

@@ -15,7 +15,11 @@ pub const FORMATS: &[&str] = &["jetstream", "json"];
 /// The table schema for `format` given the declared columns. `jetstream` produces post rows:
 /// declared columns must be post columns (any subset, any order); none declared means all.
 /// `json` requires declared columns.
-pub fn resolve_schema(table: &str, format: &str, declared: Option<&SchemaRef>) -> Result<SchemaRef> {
+pub fn resolve_schema(
+    table: &str,
+    format: &str,
+    declared: Option<&SchemaRef>,
+) -> Result<SchemaRef> {
     match format {
         "jetstream" => {
             let full = post_schema();
@@ -51,17 +55,32 @@ pub fn resolve_schema(table: &str, format: &str, declared: Option<&SchemaRef>) -
 }
 
 /// A decoder producing columns `projection` of `table_schema` (from [`resolve_schema`]).
-pub fn decoder_for(format: &str, table_schema: &SchemaRef, projection: &[usize]) -> Result<Box<dyn RecordDecoder>> {
+pub fn decoder_for(
+    format: &str,
+    table_schema: &SchemaRef,
+    projection: &[usize],
+) -> Result<Box<dyn RecordDecoder>> {
     let projected = Arc::new(table_schema.project(projection)?);
     match format {
         "jetstream" => {
             let full = post_schema();
-            let cols: Vec<usize> = projected.fields().iter().map(|f| full.index_of(f.name())).collect::<Result<_, _>>()?;
+            let cols: Vec<usize> = projected
+                .fields()
+                .iter()
+                .map(|f| full.index_of(f.name()))
+                .collect::<Result<_, _>>()?;
             // The builder emits columns in post-schema order; keep the table's order.
             let mut sorted = cols.clone();
             sorted.sort_unstable();
             if sorted != cols {
-                return Ok(Box::new(Reordered { inner: JetstreamDecoder::new(Some(&sorted)), order: cols.iter().map(|c| sorted.iter().position(|s| s == c).unwrap_or(0)).collect(), schema: projected }));
+                return Ok(Box::new(Reordered {
+                    inner: JetstreamDecoder::new(Some(&sorted)),
+                    order: cols
+                        .iter()
+                        .map(|c| sorted.iter().position(|s| s == c).unwrap_or(0))
+                        .collect(),
+                    schema: projected,
+                }));
             }
             Ok(Box::new(JetstreamDecoder::new(Some(&cols))))
         }
@@ -88,8 +107,13 @@ impl RecordDecoder for Reordered {
         self.inner.len()
     }
     fn flush(&mut self) -> Result<Option<arrow::array::RecordBatch>> {
-        let Some(b) = self.inner.flush()? else { return Ok(None) };
+        let Some(b) = self.inner.flush()? else {
+            return Ok(None);
+        };
         let cols = self.order.iter().map(|&i| b.column(i).clone()).collect();
-        Ok(Some(arrow::array::RecordBatch::try_new(self.schema.clone(), cols)?))
+        Ok(Some(arrow::array::RecordBatch::try_new(
+            self.schema.clone(),
+            cols,
+        )?))
     }
 }

@@ -44,7 +44,9 @@ impl Speed {
                 let n = other.trim_start_matches('x').trim_end_matches('x');
                 match n.parse::<f64>() {
                     Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
-                    _ => Err(Error::plan(format!("speed must be 'max', 'realtime' or a factor such as '60', got '{s}'"))),
+                    _ => Err(Error::plan(format!(
+                        "speed must be 'max', 'realtime' or a factor such as '60', got '{s}'"
+                    ))),
                 }
             }
         }
@@ -60,7 +62,10 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(speed: Speed) -> Self {
-        Self { speed, origin: None }
+        Self {
+            speed,
+            origin: None,
+        }
     }
 
     /// How long to wait before releasing an event at `event_ns` (zero when it is due).
@@ -76,7 +81,9 @@ impl Pacer {
     /// The event time the wall clock has reached (paced replays only).
     pub fn clock(&self) -> Option<i64> {
         match (self.speed, self.origin) {
-            (Speed::Factor(f), Some((t0, w0))) => Some(t0 + (w0.elapsed().as_secs_f64() * f * 1e9) as i64),
+            (Speed::Factor(f), Some((t0, w0))) => {
+                Some(t0 + (w0.elapsed().as_secs_f64() * f * 1e9) as i64)
+            }
             _ => None,
         }
     }
@@ -100,12 +107,24 @@ struct Config {
 fn config(table: &TableDef) -> Result<Config> {
     let mut o = table.options();
     let path = o.take_required("path")?;
-    let format = o.take_choice("format", FORMATS)?.unwrap_or_else(|| "jetstream".into());
-    let speed = o.take("speed").map(|s| Speed::parse(&s)).transpose()?.unwrap_or(Speed::Max);
+    let format = o
+        .take_choice("format", FORMATS)?
+        .unwrap_or_else(|| "jetstream".into());
+    let speed = o
+        .take("speed")
+        .map(|s| Speed::parse(&s))
+        .transpose()?
+        .unwrap_or(Speed::Max);
     let batch_size = o.take_parsed::<usize>("batch_size")?.unwrap_or(4096).max(1);
     let time_field = o.take("time_field");
     o.finish()?;
-    Ok(Config { path, format, speed, batch_size, time_field })
+    Ok(Config {
+        path,
+        format,
+        speed,
+        batch_size,
+        time_field,
+    })
 }
 
 impl Connector for ReplayConnector {
@@ -124,7 +143,10 @@ impl Connector for ReplayConnector {
     fn source_schema(&self, table: &TableDef) -> Result<SchemaRef> {
         let c = config(table)?;
         if !std::path::Path::new(&c.path).exists() {
-            return Err(Error::plan(format!("table '{}': file '{}' does not exist", table.name, c.path)));
+            return Err(Error::plan(format!(
+                "table '{}': file '{}' does not exist",
+                table.name, c.path
+            )));
         }
         resolve_schema(&table.name, &c.format, table.declared_schema.as_ref())
     }
@@ -135,8 +157,16 @@ impl Connector for ReplayConnector {
         let decoder = decoder_for(&c.format, &schema, projection)?;
         let out_schema = decoder.schema();
         let time_col = match &c.time_field {
-            Some(f) => Some(out_schema.index_of(f).map_err(|_| Error::plan(format!("table '{}': time_field '{f}' is not a read column", table.name)))?),
-            None => out_schema.fields().iter().position(|f| matches!(f.data_type(), DataType::Timestamp(_, _))),
+            Some(f) => Some(out_schema.index_of(f).map_err(|_| {
+                Error::plan(format!(
+                    "table '{}': time_field '{f}' is not a read column",
+                    table.name
+                ))
+            })?),
+            None => out_schema
+                .fields()
+                .iter()
+                .position(|f| matches!(f.data_type(), DataType::Timestamp(_, _))),
         };
         Ok(Box::new(LinesSource {
             name: table.name.clone(),
@@ -169,14 +199,30 @@ pub struct LinesSource {
 
 impl LinesSource {
     /// A source over lines in memory, decoded with `decoder`, as fast as possible.
-    pub fn in_memory(name: &str, lines: Arc<Vec<Vec<u8>>>, decoder: Box<dyn RecordDecoder>, batch_size: usize) -> Self {
-        Self { name: name.into(), reader: LineReader::Memory(lines), decoder, pacer: Pacer::new(Speed::Max), batch_size, time_col: None }
+    pub fn in_memory(
+        name: &str,
+        lines: Arc<Vec<Vec<u8>>>,
+        decoder: Box<dyn RecordDecoder>,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            reader: LineReader::Memory(lines),
+            decoder,
+            pacer: Pacer::new(Speed::Max),
+            batch_size,
+            time_col: None,
+        }
     }
 }
 
 fn first_time(batch: &RecordBatch, col: Option<usize>) -> Option<i64> {
     let c = batch.column(col?);
-    let c = arrow::compute::cast(c, &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None)).ok()?;
+    let c = arrow::compute::cast(
+        c,
+        &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+    )
+    .ok()?;
     let a = c.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
     (!a.is_empty() && a.is_valid(0)).then(|| a.value(0))
 }
@@ -188,18 +234,29 @@ impl Source for LinesSource {
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<()>> {
         async move {
-            let skip = ctx.restore.as_ref().and_then(|p| p.get("line")).and_then(|v| v.as_u64()).unwrap_or(0);
+            let skip = ctx
+                .restore
+                .as_ref()
+                .and_then(|p| p.get("line"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
             let mut line_no: u64 = 0;
             let mut logged = 0u32;
             // With pacing, rows are released in small batches so the clock stays smooth.
-            let batch_size = if self.pacer.is_paced() { self.batch_size.min(64) } else { self.batch_size };
+            let batch_size = if self.pacer.is_paced() {
+                self.batch_size.min(64)
+            } else {
+                self.batch_size
+            };
             enum Lines {
                 File(std::io::Split<std::io::BufReader<std::fs::File>>),
                 Memory(Arc<Vec<Vec<u8>>>, usize),
             }
             let mut lines = match &self.reader {
                 LineReader::File(path) => {
-                    let f = std::fs::File::open(path).map_err(|e| Error::connector(&self.name, format!("cannot open '{path}': {e}")))?;
+                    let f = std::fs::File::open(path).map_err(|e| {
+                        Error::connector(&self.name, format!("cannot open '{path}': {e}"))
+                    })?;
                     Lines::File(std::io::BufReader::with_capacity(1 << 20, f).split(b'\n'))
                 }
                 LineReader::Memory(v) => Lines::Memory(v.clone(), 0),
@@ -227,7 +284,14 @@ impl Source for LinesSource {
                 if let Some(line) = next {
                     line_no += 1;
                     if line_no > skip {
-                        push_record(self.decoder.as_mut(), &ctx, &self.name, line_no, line, &mut logged);
+                        push_record(
+                            self.decoder.as_mut(),
+                            &ctx,
+                            &self.name,
+                            line_no,
+                            line,
+                            &mut logged,
+                        );
                     }
                 }
                 if self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()) {
@@ -239,7 +303,11 @@ impl Source for LinesSource {
                             }
                         }
                         let position = Some(serde_json::json!({ "line": line_no }));
-                        if ctx.send(SourceEvent::Batch { batch, position }).await.is_err() {
+                        if ctx
+                            .send(SourceEvent::Batch { batch, position })
+                            .await
+                            .is_err()
+                        {
                             return Ok(());
                         }
                         yield_every += 1;
@@ -260,7 +328,14 @@ impl Source for LinesSource {
 
 /// Decodes one input record into `decoder`, counting it, and counting and logging (the first
 /// 20 of) the malformed ones.
-pub fn push_record(decoder: &mut dyn RecordDecoder, ctx: &SourceContext, name: &str, record_no: u64, record: &[u8], logged: &mut u32) {
+pub fn push_record(
+    decoder: &mut dyn RecordDecoder,
+    ctx: &SourceContext,
+    name: &str,
+    record_no: u64,
+    record: &[u8],
+    logged: &mut u32,
+) {
     let trimmed = record.trim_ascii();
     if trimmed.is_empty() {
         return;
@@ -289,7 +364,13 @@ pub async fn sleep_with_heartbeats(ctx: &SourceContext, pacer: &Pacer, d: Durati
         }
         tokio::time::sleep(left.min(Duration::from_millis(100))).await;
         if let Some(clock) = pacer.clock() {
-            if ctx.send(SourceEvent::Heartbeat { event_time_ns: clock }).await.is_err() {
+            if ctx
+                .send(SourceEvent::Heartbeat {
+                    event_time_ns: clock,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -315,7 +396,10 @@ mod tests {
         let mut p = Pacer::new(Speed::Factor(10.0));
         assert_eq!(p.delay(0), Duration::ZERO);
         let d = p.delay(10_000_000_000); // 10 s of event time at x10 = 1 s
-        assert!(d > Duration::from_millis(900) && d <= Duration::from_secs(1), "{d:?}");
+        assert!(
+            d > Duration::from_millis(900) && d <= Duration::from_secs(1),
+            "{d:?}"
+        );
         let mut m = Pacer::new(Speed::Max);
         assert_eq!(m.delay(1_000_000_000_000), Duration::ZERO);
     }

@@ -80,16 +80,18 @@ impl Sink for StdoutSink {
     fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
         let out = match self.format {
             StdoutFormat::Json => json_lines(&batch),
-            StdoutFormat::Table => pretty_format_batches(&[batch]).map_err(Error::from).map(|t| {
-                let mut s = String::new();
-                if let Some(title) = &self.title {
-                    s.push_str(title);
+            StdoutFormat::Table => pretty_format_batches(&[batch])
+                .map_err(Error::from)
+                .map(|t| {
+                    let mut s = String::new();
+                    if let Some(title) = &self.title {
+                        s.push_str(title);
+                        s.push('\n');
+                    }
+                    s.push_str(&t.to_string());
                     s.push('\n');
-                }
-                s.push_str(&t.to_string());
-                s.push('\n');
-                s.into_bytes()
-            }),
+                    s.into_bytes()
+                }),
         };
         async move {
             let out = out?;
@@ -138,7 +140,9 @@ impl Connector for FileConnector {
         let (path, truncate) = file_config(table)?;
         if let Some(dir) = std::path::Path::new(&path).parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::connector("file", format!("cannot create '{}': {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::connector("file", format!("cannot create '{}': {e}", dir.display()))
+                })?;
             }
         }
         let file = std::fs::OpenOptions::new()
@@ -148,7 +152,9 @@ impl Connector for FileConnector {
             .truncate(truncate)
             .open(&path)
             .map_err(|e| Error::connector("file", format!("cannot open '{path}': {e}")))?;
-        Ok(Box::new(FileSink { out: std::io::BufWriter::new(file) }))
+        Ok(Box::new(FileSink {
+            out: std::io::BufWriter::new(file),
+        }))
     }
 }
 

@@ -26,12 +26,18 @@ impl Burst {
     pub fn parse(spec: &str) -> Result<Self, String> {
         let parts: Vec<&str> = spec.trim().split(':').collect();
         if parts.len() < 4 || parts.len() > 5 || parts[0].is_empty() {
-            return Err(format!("burst '{spec}': expected keyword:start:duration:intensity[:lang], e.g. eclipse:30m:10m:5"));
+            return Err(format!(
+                "burst '{spec}': expected keyword:start:duration:intensity[:lang], e.g. eclipse:30m:10m:5"
+            ));
         }
         let d = |s: &str| {
-            skystream_engine::time::parse_duration(s).map(|d| d.as_nanos() as i64).map_err(|e| format!("burst '{spec}': {e}"))
+            skystream_engine::time::parse_duration(s)
+                .map(|d| d.as_nanos() as i64)
+                .map_err(|e| format!("burst '{spec}': {e}"))
         };
-        let intensity: f64 = parts[3].parse().map_err(|_| format!("burst '{spec}': intensity must be a number"))?;
+        let intensity: f64 = parts[3]
+            .parse()
+            .map_err(|_| format!("burst '{spec}': intensity must be a number"))?;
         if !(intensity >= 1.0 && intensity.is_finite()) {
             return Err(format!("burst '{spec}': intensity must be at least 1"));
         }
@@ -80,7 +86,7 @@ impl Default for GeneratorConfig {
             authors: 20_000,
             out_of_order_ns: 0,
             other_events: 0.0,
-            tail_words: 3000,
+            tail_words: 20_000,
         }
     }
 }
@@ -137,9 +143,14 @@ impl Generator {
             .into_iter()
             .map(|lang| {
                 let words = content_words(lang.vocab, cfg.tail_words, &mut rng);
-                let zipf = Zipf::new(words.len(), 1.07);
+                let zipf = Zipf::mandelbrot(words.len(), 1.07, 20.0);
                 let function = function_words(lang.vocab);
-                LangModel { lang, words, zipf, function }
+                LangModel {
+                    lang,
+                    words,
+                    zipf,
+                    function,
+                }
             })
             .collect();
         let mut acc = 0.0;
@@ -153,8 +164,14 @@ impl Generator {
             .collect();
         let mut bursts = Vec::new();
         for b in &cfg.bursts {
-            let Some(li) = langs.iter().position(|l| l.lang.vocab == b.lang && l.lang.tag.is_some()) else {
-                return Err(format!("burst '{}': unknown language '{}'", b.keyword, b.lang));
+            let Some(li) = langs
+                .iter()
+                .position(|l| l.lang.vocab == b.lang && l.lang.tag.is_some())
+            else {
+                return Err(format!(
+                    "burst '{}': unknown language '{}'",
+                    b.keyword, b.lang
+                ));
             };
             // A keyword outside the vocabulary takes a mid-frequency rank, so it has a baseline.
             let m = &mut langs[li];
@@ -171,10 +188,31 @@ impl Generator {
         }
         let tag_words: Vec<String> = {
             let mut r = Rng::new(cfg.seed ^ 0x7A6);
-            let mut t: Vec<String> = ["art", "photography", "music", "news", "bookstodon", "gaming", "science", "politics", "nature", "caturday", "writing", "anime", "furry", "nba", "nfl", "f1", "blacksky", "vtuber", "indiedev", "gardening"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut t: Vec<String> = [
+                "art",
+                "photography",
+                "music",
+                "news",
+                "bookstodon",
+                "gaming",
+                "science",
+                "politics",
+                "nature",
+                "caturday",
+                "writing",
+                "anime",
+                "furry",
+                "nba",
+                "nfl",
+                "f1",
+                "blacksky",
+                "vtuber",
+                "indiedev",
+                "gardening",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             t.extend(content_words("en", 300, &mut r).into_iter().skip(200));
             t
         };
@@ -200,8 +238,13 @@ impl Generator {
         self.bursts
             .iter()
             .map(|(b, _, p)| {
-                let share: f64 =
-                    self.langs.iter().filter(|l| l.lang.vocab == b.lang).map(|l| l.lang.share).sum::<f64>() / total;
+                let share: f64 = self
+                    .langs
+                    .iter()
+                    .filter(|l| l.lang.vocab == b.lang)
+                    .map(|l| l.lang.share)
+                    .sum::<f64>()
+                    / total;
                 let base = self.cfg.rate * 60.0 * share * p;
                 let start = self.cfg.start_ns + b.start_ns;
                 BurstTruth {
@@ -226,12 +269,16 @@ impl Generator {
 
     fn done(&self) -> bool {
         self.cfg.count.is_some_and(|c| self.posts >= c)
-            || self.cfg.duration_ns.is_some_and(|d| self.clock_ns as i64 >= self.cfg.start_ns + d)
+            || self
+                .cfg
+                .duration_ns
+                .is_some_and(|d| self.clock_ns as i64 >= self.cfg.start_ns + d)
     }
 
     fn did(&self, author: usize) -> String {
         const B32: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-        let mut x = (author as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.cfg.seed.rotate_left(17);
+        let mut x =
+            (author as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.cfg.seed.rotate_left(17);
         let mut s = String::from("did:plc:");
         for _ in 0..24 {
             x ^= x >> 29;
@@ -271,7 +318,11 @@ impl Generator {
     }
 
     fn time_us(&mut self) -> i64 {
-        let jitter = if self.cfg.out_of_order_ns > 0 { (self.rng.f64() * self.cfg.out_of_order_ns as f64) as i64 } else { 0 };
+        let jitter = if self.cfg.out_of_order_ns > 0 {
+            (self.rng.f64() * self.cfg.out_of_order_ns as f64) as i64
+        } else {
+            0
+        };
         (self.clock_ns as i64 - jitter) / 1000
     }
 
@@ -293,7 +344,10 @@ impl Generator {
 
     fn write_post(&mut self, out: &mut Vec<u8>) -> i64 {
         let u = self.rng.f64();
-        let li = self.lang_cdf.partition_point(|&c| c < u).min(self.langs.len() - 1);
+        let li = self
+            .lang_cdf
+            .partition_point(|&c| c < u)
+            .min(self.langs.len() - 1);
         let author = self.authors.sample(&mut self.rng);
         let did = self.did(author);
         let rkey = self.rkey();
@@ -314,7 +368,11 @@ impl Generator {
                 }
             }
         }
-        let plant_at = if planted.is_empty() { usize::MAX } else { self.rng.below(n_words) };
+        let plant_at = if planted.is_empty() {
+            usize::MAX
+        } else {
+            self.rng.below(n_words)
+        };
         for i in 0..n_words {
             if i == plant_at {
                 for w in &planted {
@@ -376,7 +434,11 @@ impl Generator {
         }
         let mut embed = String::new();
         if self.rng.chance(0.18) {
-            let url = format!("https://example.com/{}/{}", ["news", "blog", "watch", "p"][self.rng.below(4)], self.seq);
+            let url = format!(
+                "https://example.com/{}/{}",
+                ["news", "blog", "watch", "p"][self.rng.below(4)],
+                self.seq
+            );
             text.push(' ');
             let start = text.len();
             text.push_str(&url);
@@ -404,7 +466,11 @@ impl Generator {
             Some(tag) => format!(r#","langs":["{tag}"]"#),
             None => String::new(),
         };
-        let facets = if facets.is_empty() { String::new() } else { format!(r#","facets":[{}]"#, facets.join(",")) };
+        let facets = if facets.is_empty() {
+            String::new()
+        } else {
+            format!(r#","facets":[{}]"#, facets.join(","))
+        };
         let _ = write!(
             out,
             r#"{{"did":"{did}","time_us":{t},"kind":"commit","commit":{{"rev":"{rkey}","operation":"create","collection":"app.bsky.feed.post","rkey":"{rkey}","record":{{"$type":"app.bsky.feed.post","createdAt":"{}"{embed}{facets}{langs}{reply},"text":{}}},"cid":"bafyreisynthetic{}"}}}}"#,
@@ -447,19 +513,35 @@ mod tests {
         let a = gen_lines(GeneratorConfig::default(), 200);
         let b = gen_lines(GeneratorConfig::default(), 200);
         assert_eq!(a, b);
-        let c = gen_lines(GeneratorConfig { seed: 43, ..Default::default() }, 200);
+        let c = gen_lines(
+            GeneratorConfig {
+                seed: 43,
+                ..Default::default()
+            },
+            200,
+        );
         assert_ne!(a, c);
     }
 
     #[test]
     fn events_are_valid_jetstream_posts() {
-        for line in gen_lines(GeneratorConfig { other_events: 0.5, ..Default::default() }, 500) {
+        for line in gen_lines(
+            GeneratorConfig {
+                other_events: 0.5,
+                ..Default::default()
+            },
+            500,
+        ) {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             assert_eq!(v["kind"], "commit");
             if v["commit"]["collection"] == "app.bsky.feed.post" {
                 let text = v["commit"]["record"]["text"].as_str().unwrap();
                 assert!(!text.is_empty());
-                for f in v["commit"]["record"]["facets"].as_array().into_iter().flatten() {
+                for f in v["commit"]["record"]["facets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
                     let s = f["index"]["byteStart"].as_u64().unwrap() as usize;
                     let e = f["index"]["byteEnd"].as_u64().unwrap() as usize;
                     assert!(text.is_char_boundary(s) && text.is_char_boundary(e) && s < e);
@@ -471,22 +553,44 @@ mod tests {
     #[test]
     fn language_mix_and_post_length_are_realistic() {
         let lines = gen_lines(GeneratorConfig::default(), 5000);
-        let en = lines.iter().filter(|l| l.contains(r#""langs":["en"]"#)).count() as f64 / 5000.0;
-        let ja = lines.iter().filter(|l| l.contains(r#""langs":["ja"]"#)).count() as f64 / 5000.0;
+        let en = lines
+            .iter()
+            .filter(|l| l.contains(r#""langs":["en"]"#))
+            .count() as f64
+            / 5000.0;
+        let ja = lines
+            .iter()
+            .filter(|l| l.contains(r#""langs":["ja"]"#))
+            .count() as f64
+            / 5000.0;
         assert!((0.55..0.67).contains(&en), "en share {en}");
         assert!((0.09..0.16).contains(&ja), "ja share {ja}");
         let mean_len: f64 = lines
             .iter()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["commit"]["record"]["text"].as_str().unwrap().chars().count() as f64)
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["commit"]["record"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .chars()
+                    .count() as f64
+            })
             .sum::<f64>()
             / 5000.0;
-        assert!((30.0..160.0).contains(&mean_len), "mean text length {mean_len}");
+        assert!(
+            (30.0..160.0).contains(&mean_len),
+            "mean text length {mean_len}"
+        );
     }
 
     #[test]
     fn bursts_multiply_a_keywords_rate() {
         let burst = Burst::parse("eclipse:10m:10m:6").unwrap();
-        let cfg = GeneratorConfig { rate: 50.0, duration_ns: Some(30 * 60 * 1_000_000_000), bursts: vec![burst], ..Default::default() };
+        let cfg = GeneratorConfig {
+            rate: 50.0,
+            duration_ns: Some(30 * 60 * 1_000_000_000),
+            bursts: vec![burst],
+            ..Default::default()
+        };
         let start = cfg.start_ns;
         let mut g = Generator::new(cfg).unwrap();
         let truth = g.ground_truth();
@@ -494,14 +598,24 @@ mod tests {
         let mut out = Vec::new();
         let (mut inside, mut outside) = (0usize, 0usize);
         while let Some(t) = g.next_event(&mut out) {
-            if String::from_utf8_lossy(&out).to_lowercase().contains("eclipse") {
+            if String::from_utf8_lossy(&out)
+                .to_lowercase()
+                .contains("eclipse")
+            {
                 let rel = t * 1000 - start;
-                if (600_000_000_000..1_200_000_000_000).contains(&rel) { inside += 1 } else { outside += 1 }
+                if (600_000_000_000..1_200_000_000_000).contains(&rel) {
+                    inside += 1
+                } else {
+                    outside += 1
+                }
             }
         }
         // 10 minutes inside vs 20 minutes outside: per-minute rate should rise about 6x.
         let ratio = (inside as f64 / 10.0) / (outside as f64 / 20.0).max(0.1);
-        assert!(ratio > 3.5 && ratio < 10.0, "inside {inside} outside {outside} ratio {ratio}");
+        assert!(
+            ratio > 3.5 && ratio < 10.0,
+            "inside {inside} outside {outside} ratio {ratio}"
+        );
     }
 
     #[test]

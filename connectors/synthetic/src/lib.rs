@@ -45,7 +45,12 @@ struct Config {
 fn config(table: &TableDef) -> Result<Config> {
     let mut o = table.options();
     let mut gcfg = GeneratorConfig::default();
-    let bad = |m: String| Error::plan(format!("table '{}' (connector 'synthetic'): {m}", table.name));
+    let bad = |m: String| {
+        Error::plan(format!(
+            "table '{}' (connector 'synthetic'): {m}",
+            table.name
+        ))
+    };
     if let Some(s) = o.take_parsed::<u64>("seed")? {
         gcfg.seed = s;
     }
@@ -55,19 +60,34 @@ fn config(table: &TableDef) -> Result<Config> {
         }
         gcfg.rate = r;
     }
-    let speed = o.take("speed").map(|s| Speed::parse(&s)).transpose()?.unwrap_or(Speed::Max);
+    let speed = o
+        .take("speed")
+        .map(|s| Speed::parse(&s))
+        .transpose()?
+        .unwrap_or(Speed::Max);
     if let Some(start) = o.take("start") {
         gcfg.start_ns = if start.eq_ignore_ascii_case("now") {
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0)
         } else {
-            skystream_engine::time::parse_rfc3339_ns(&start)
-                .ok_or_else(|| bad(format!("start must be an RFC 3339 time or 'now', got '{start}'")))?
+            skystream_engine::time::parse_rfc3339_ns(&start).ok_or_else(|| {
+                bad(format!(
+                    "start must be an RFC 3339 time or 'now', got '{start}'"
+                ))
+            })?
         };
     }
     gcfg.duration_ns = o.take_duration("duration")?.map(|d| d.as_nanos() as i64);
     gcfg.count = o.take_parsed::<u64>("count")?;
     if let Some(b) = o.take("bursts") {
-        gcfg.bursts = b.split(',').filter(|s| !s.trim().is_empty()).map(Burst::parse).collect::<Result<_, _>>().map_err(bad)?;
+        gcfg.bursts = b
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(Burst::parse)
+            .collect::<Result<_, _>>()
+            .map_err(bad)?;
     }
     if let Some(a) = o.take_parsed::<usize>("authors")? {
         gcfg.authors = a.max(1);
@@ -82,7 +102,12 @@ fn config(table: &TableDef) -> Result<Config> {
     let ground_truth = o.take("ground_truth");
     o.finish()?;
     Generator::new(gcfg.clone()).map_err(bad)?;
-    Ok(Config { gcfg, speed, batch_size, ground_truth })
+    Ok(Config {
+        gcfg,
+        speed,
+        batch_size,
+        ground_truth,
+    })
 }
 
 impl Connector for SyntheticConnector {
@@ -109,9 +134,16 @@ impl Connector for SyntheticConnector {
         let decoder = decoder_for("jetstream", &schema, projection)?;
         let generator = Generator::new(c.gcfg).map_err(Error::plan)?;
         if let Some(path) = &c.ground_truth {
-            write_ground_truth(path, &generator.ground_truth()).map_err(|e| Error::connector("synthetic", e))?;
+            write_ground_truth(path, &generator.ground_truth())
+                .map_err(|e| Error::connector("synthetic", e))?;
         }
-        Ok(Box::new(SyntheticSource { name: table.name.clone(), generator, decoder, pacer: Pacer::new(c.speed), batch_size: c.batch_size }))
+        Ok(Box::new(SyntheticSource {
+            name: table.name.clone(),
+            generator,
+            decoder,
+            pacer: Pacer::new(c.speed),
+            batch_size: c.batch_size,
+        }))
     }
 }
 
@@ -122,7 +154,10 @@ pub fn write_ground_truth(path: &str, truth: &[BurstTruth]) -> std::io::Result<(
             std::fs::create_dir_all(dir)?;
         }
     }
-    std::fs::write(path, serde_json::to_vec_pretty(truth).map_err(std::io::Error::other)?)
+    std::fs::write(
+        path,
+        serde_json::to_vec_pretty(truth).map_err(std::io::Error::other)?,
+    )
 }
 
 /// The running generator.
@@ -144,10 +179,19 @@ impl Source for SyntheticSource {
             let mut line = Vec::with_capacity(2048);
             let mut n = 0u64;
             let mut logged = 0u32;
-            let batch_size = if self.pacer.is_paced() { self.batch_size.min(64) } else { self.batch_size };
+            let batch_size = if self.pacer.is_paced() {
+                self.batch_size.min(64)
+            } else {
+                self.batch_size
+            };
             let mut batch_start: Option<i64> = None;
             // Resuming: the stream is deterministic, so the events already delivered are skipped.
-            let skip = ctx.restore.as_ref().and_then(|p| p.get("events")).and_then(|v| v.as_u64()).unwrap_or(0);
+            let skip = ctx
+                .restore
+                .as_ref()
+                .and_then(|p| p.get("events"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
             loop {
                 let next = self.generator.next_event(&mut line);
                 if let Some(t) = next {
@@ -156,7 +200,14 @@ impl Source for SyntheticSource {
                         continue;
                     }
                     batch_start.get_or_insert(t * 1000);
-                    push_record(self.decoder.as_mut(), &ctx, &self.name, n, &line, &mut logged);
+                    push_record(
+                        self.decoder.as_mut(),
+                        &ctx,
+                        &self.name,
+                        n,
+                        &line,
+                        &mut logged,
+                    );
                 }
                 let done = next.is_none();
                 if self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()) {
@@ -168,7 +219,11 @@ impl Source for SyntheticSource {
                             }
                         }
                         let position = Some(serde_json::json!({ "events": n }));
-                        if ctx.send(SourceEvent::Batch { batch, position }).await.is_err() {
+                        if ctx
+                            .send(SourceEvent::Batch { batch, position })
+                            .await
+                            .is_err()
+                        {
                             return Ok(());
                         }
                         if n % (8 * batch_size as u64).max(1) < batch_size as u64 {

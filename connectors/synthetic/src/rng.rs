@@ -17,7 +17,14 @@ fn splitmix(x: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        Self { s: [splitmix(&mut x), splitmix(&mut x), splitmix(&mut x), splitmix(&mut x)] }
+        Self {
+            s: [
+                splitmix(&mut x),
+                splitmix(&mut x),
+                splitmix(&mut x),
+                splitmix(&mut x),
+            ],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -59,7 +66,8 @@ impl Rng {
     }
 }
 
-/// Samples ranks 0..n with probability proportional to 1 / (rank + 1)^s.
+/// Samples ranks 0..n with probability proportional to 1 / (rank + 1 + q)^s (Zipf-Mandelbrot;
+/// `q = 0` is plain Zipf, a larger `q` flattens the head as real word frequencies do).
 #[derive(Debug, Clone)]
 pub struct Zipf {
     cdf: Vec<f64>,
@@ -67,10 +75,14 @@ pub struct Zipf {
 
 impl Zipf {
     pub fn new(n: usize, s: f64) -> Self {
+        Self::mandelbrot(n, s, 0.0)
+    }
+
+    pub fn mandelbrot(n: usize, s: f64, q: f64) -> Self {
         let mut cdf = Vec::with_capacity(n);
         let mut acc = 0.0;
         for r in 0..n {
-            acc += 1.0 / ((r + 1) as f64).powf(s);
+            acc += 1.0 / ((r + 1) as f64 + q).powf(s);
             cdf.push(acc);
         }
         for c in &mut cdf {
@@ -86,7 +98,11 @@ impl Zipf {
 
     /// Probability of rank `r`.
     pub fn p(&self, r: usize) -> f64 {
-        if r == 0 { self.cdf[0] } else { self.cdf[r] - self.cdf[r - 1] }
+        if r == 0 {
+            self.cdf[0]
+        } else {
+            self.cdf[r] - self.cdf[r - 1]
+        }
     }
 
     pub fn len(&self) -> usize {

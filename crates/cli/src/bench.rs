@@ -22,7 +22,8 @@ pub struct BenchArgs {
     rate: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Which pipeline: `top20` (the windowed keyword count and top-20) or `parse` (decode only).
+    /// Which pipeline: `top20` (the windowed keyword count and top-20), `count` (without the
+    /// top-20), `keywords` (parse and tokenize only) or `parse` (decode only).
     #[arg(long, default_value = "top20")]
     query: String,
 }
@@ -40,10 +41,31 @@ SELECT win, keyword, n, rn FROM (
     GROUP BY keyword, win))
 WHERE rn <= 20;";
 
+const KEYWORDS_SQL: &str = "
+CREATE TABLE posts WITH (connector = 'bench_lines');
+CREATE TABLE out WITH (connector = 'memory');
+INSERT INTO out SELECT keyword FROM (SELECT unnest(keywords(text)) AS keyword FROM posts) WHERE keyword = 'nobody';";
+
+const COUNT_SQL: &str = "
+CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
+WITH (connector = 'bench_lines');
+CREATE TABLE out WITH (connector = 'memory');
+INSERT INTO out SELECT keyword, count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '10' MINUTE) AS win
+FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+GROUP BY keyword, win;";
+
+const TUMBLE_SQL: &str = "
+CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
+WITH (connector = 'bench_lines');
+CREATE TABLE out WITH (connector = 'memory');
+INSERT INTO out SELECT keyword, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
+FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+GROUP BY keyword, win;";
+
 const PARSE_SQL: &str = "
 CREATE TABLE posts WITH (connector = 'bench_lines');
 CREATE TABLE out WITH (connector = 'memory');
-INSERT INTO out SELECT did FROM posts WHERE false;";
+INSERT INTO out SELECT did FROM posts WHERE did = 'nobody';";
 
 /// Lines held in memory, served through the replay machinery.
 struct BenchLines {
@@ -64,10 +86,19 @@ impl Connector for BenchLines {
     fn source_schema(&self, table: &TableDef) -> skystream_engine::Result<SchemaRef> {
         resolve_schema(&table.name, "jetstream", table.declared_schema.as_ref())
     }
-    fn create_source(&self, table: &TableDef, projection: &[usize]) -> skystream_engine::Result<Box<dyn Source>> {
+    fn create_source(
+        &self,
+        table: &TableDef,
+        projection: &[usize],
+    ) -> skystream_engine::Result<Box<dyn Source>> {
         let schema = self.source_schema(table)?;
         let decoder = decoder_for("jetstream", &schema, projection)?;
-        Ok(Box::new(LinesSource::in_memory(&table.name, self.lines.clone(), decoder, 8192)))
+        Ok(Box::new(LinesSource::in_memory(
+            &table.name,
+            self.lines.clone(),
+            decoder,
+            8192,
+        )))
     }
 }
 
@@ -81,11 +112,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let sql = match args.query.as_str() {
         "top20" => TOP20_SQL,
         "parse" => PARSE_SQL,
-        other => bail!("unknown --query '{other}' (top20, parse)"),
+        "keywords" => KEYWORDS_SQL,
+        "count" => COUNT_SQL,
+        "tumble" => TUMBLE_SQL,
+        other => bail!("unknown --query '{other}' (top20, count, keywords, parse)"),
     };
     eprintln!("generating {} synthetic posts...", args.posts);
-    let mut g = Generator::new(GeneratorConfig { seed: args.seed, rate: args.rate, count: Some(args.posts), ..Default::default() })
-        .map_err(anyhow::Error::msg)?;
+    let mut g = Generator::new(GeneratorConfig {
+        seed: args.seed,
+        rate: args.rate,
+        count: Some(args.posts),
+        ..Default::default()
+    })
+    .map_err(anyhow::Error::msg)?;
     let mut lines = Vec::with_capacity(args.posts as usize);
     let mut buf = Vec::new();
     let mut bytes = 0usize;
@@ -99,11 +138,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = status_kb("VmRSS:").unwrap_or(0);
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut reg = skystream_registry::registry();
-    reg.register(Arc::new(BenchLines { lines: lines.clone() }));
+    reg.register(Arc::new(BenchLines {
+        lines: lines.clone(),
+    }));
     let (summary, windows, top_rows) = rt.block_on(async {
-        let planned = skystream_sql::plan_script(sql, &reg).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let planned = skystream_sql::plan_script(sql, &reg)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let started = Instant::now();
         let s = planned.pipeline.run().await?;
         let elapsed = started.elapsed();
@@ -115,14 +160,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let secs = elapsed.as_secs_f64();
     println!("benchmark: {}", args.query);
     println!("posts:              {n}");
-    println!("input JSON:         {:.1} MB ({:.0} bytes/post)", bytes as f64 / 1e6, bytes as f64 / n as f64);
+    println!(
+        "input JSON:         {:.1} MB ({:.0} bytes/post)",
+        bytes as f64 / 1e6,
+        bytes as f64 / n as f64
+    );
     println!("elapsed:            {secs:.3} s (one thread)");
     println!("throughput:         {:.0} posts/s", n as f64 / secs);
     println!("windows emitted:    {}", s.metrics.windows_emitted);
     println!("result rows:        {top_rows} in {windows} batches");
     println!("late rows:          {}", s.metrics.late_rows);
-    println!("peak RSS:           {:.1} MB (input held in memory: {:.1} MB before the run)", peak as f64 / 1024.0, rss_before as f64 / 1024.0);
-    println!("peak RSS - input:   {:.1} MB", peak.saturating_sub(rss_before) as f64 / 1024.0);
+    println!(
+        "peak RSS:           {:.1} MB (input held in memory: {:.1} MB before the run)",
+        peak as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
+    println!(
+        "peak RSS - input:   {:.1} MB",
+        peak.saturating_sub(rss_before) as f64 / 1024.0
+    );
     Ok(())
 }
 

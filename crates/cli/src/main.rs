@@ -16,7 +16,11 @@ use skystream_engine::time::format_ns;
 const DEMO_SQL: &str = include_str!("../../../sql/demo.sql");
 
 #[derive(Parser)]
-#[command(name = "skystream", version, about = "Streaming SQL over the Bluesky firehose")]
+#[command(
+    name = "skystream",
+    version,
+    about = "Streaming SQL over the Bluesky firehose"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,7 +67,10 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Planted bursts: keyword:start:duration:intensity[:lang], comma-separated.
-        #[arg(long, default_value = "eclipse:12m:20m:12,地震:25m:15m:10:ja,flamengo:40m:15m:10:pt")]
+        #[arg(
+            long,
+            default_value = "eclipse:12m:20m:12,地震:25m:15m:10:ja,flamengo:40m:15m:10:pt"
+        )]
         bursts: String,
         /// Print the pipeline script and exit.
         #[arg(long)]
@@ -88,13 +95,20 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SKYSTREAM_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SKYSTREAM_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, sets, explain, progress, idle_timeout } => {
+        Command::Run {
+            file,
+            sets,
+            explain,
+            progress,
+            idle_timeout,
+        } => {
             let sql = read_script(&file, &sets)?;
             run_script(&sql, explain, progress, idle_timeout)
         }
@@ -110,7 +124,14 @@ fn real_main() -> Result<()> {
                 Err(e) => bail!("{}: {e}", file.display()),
             }
         }
-        Command::Demo { rate, speed, duration, seed, bursts, print_sql } => {
+        Command::Demo {
+            rate,
+            speed,
+            duration,
+            seed,
+            bursts,
+            print_sql,
+        } => {
             let mut vars = std::collections::BTreeMap::new();
             vars.insert("rate".to_string(), rate.to_string());
             vars.insert("speed".to_string(), speed);
@@ -122,7 +143,9 @@ fn real_main() -> Result<()> {
                 println!("{sql}");
                 return Ok(());
             }
-            eprintln!("skystream demo: synthetic firehose ({rate} posts/s of event time) -> sql/demo.sql; Ctrl-C to stop");
+            eprintln!(
+                "skystream demo: synthetic firehose ({rate} posts/s of event time) -> sql/demo.sql; Ctrl-C to stop"
+            );
             run_script(&sql, false, 5.0, 5.0)
         }
         Command::Connectors => {
@@ -136,13 +159,16 @@ fn real_main() -> Result<()> {
 }
 
 fn read_script(file: &PathBuf, sets: &[String]) -> Result<String> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let vars = vars::parse_sets(sets).map_err(anyhow::Error::msg)?;
     vars::substitute(&text, &vars).map_err(anyhow::Error::msg)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run_script(sql: &str, explain: bool, progress: f64, idle_timeout: f64) -> Result<()> {

@@ -19,7 +19,11 @@ pub fn substitute(sql: &str, vars: &BTreeMap<String, String>) -> Result<String, 
         };
         match vars.get(name).map(String::as_str).or(default) {
             Some(v) => out.push_str(v),
-            None => return Err(format!("the script uses ${{{name}}}: pass --set {name}=VALUE")),
+            None => {
+                return Err(format!(
+                    "the script uses ${{{name}}}: pass --set {name}=VALUE"
+                ));
+            }
         }
         rest = &after[end + 1..];
     }
@@ -30,7 +34,11 @@ pub fn substitute(sql: &str, vars: &BTreeMap<String, String>) -> Result<String, 
 /// Parses `key=value` pairs.
 pub fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, String> {
     sets.iter()
-        .map(|s| s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("--set takes key=value, got '{s}'")))
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| format!("--set takes key=value, got '{s}'"))
+        })
         .collect()
 }
 
@@ -41,7 +49,10 @@ mod tests {
     #[test]
     fn placeholders() {
         let vars = parse_sets(&["rate=100".into()]).unwrap();
-        assert_eq!(substitute("r='${rate:5}' s='${speed:max}'", &vars).unwrap(), "r='100' s='max'");
+        assert_eq!(
+            substitute("r='${rate:5}' s='${speed:max}'", &vars).unwrap(),
+            "r='100' s='max'"
+        );
         assert!(substitute("${missing}", &vars).is_err());
         assert!(substitute("${open", &vars).is_err());
         assert!(parse_sets(&["novalue".into()]).is_err());

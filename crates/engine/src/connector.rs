@@ -50,25 +50,37 @@ pub trait Connector: Send + Sync {
     /// required option, or columns the format cannot produce are errors here, at planning time.
     fn source_schema(&self, table: &TableDef) -> Result<SchemaRef> {
         let _ = table;
-        Err(Error::plan(format!("connector '{}' cannot be read from (it is a sink)", self.name())))
+        Err(Error::plan(format!(
+            "connector '{}' cannot be read from (it is a sink)",
+            self.name()
+        )))
     }
 
     /// Creates the source of `table`, emitting the columns `projection` of its schema.
     fn create_source(&self, table: &TableDef, projection: &[usize]) -> Result<Box<dyn Source>> {
         let _ = (table, projection);
-        Err(Error::plan(format!("connector '{}' cannot be read from (it is a sink)", self.name())))
+        Err(Error::plan(format!(
+            "connector '{}' cannot be read from (it is a sink)",
+            self.name()
+        )))
     }
 
     /// Validates a sink table receiving rows of `schema`.
     fn validate_sink(&self, table: &TableDef, schema: &SchemaRef) -> Result<()> {
         let _ = (table, schema);
-        Err(Error::plan(format!("connector '{}' cannot be written to (it is a source)", self.name())))
+        Err(Error::plan(format!(
+            "connector '{}' cannot be written to (it is a source)",
+            self.name()
+        )))
     }
 
     /// Creates the sink of `table` receiving rows of `schema`.
     fn create_sink(&self, table: &TableDef, schema: SchemaRef) -> Result<Box<dyn Sink>> {
         let _ = (table, schema);
-        Err(Error::plan(format!("connector '{}' cannot be written to (it is a source)", self.name())))
+        Err(Error::plan(format!(
+            "connector '{}' cannot be written to (it is a source)",
+            self.name()
+        )))
     }
 }
 
@@ -83,7 +95,9 @@ impl ConnectorRegistry {
     /// A registry holding only the built-in `memory` sink.
     pub fn new() -> Self {
         let mut r = Self::default();
-        r.register(Arc::new(MemoryConnector { tables: r.memory.clone() }));
+        r.register(Arc::new(MemoryConnector {
+            tables: r.memory.clone(),
+        }));
         r
     }
 
@@ -95,7 +109,11 @@ impl ConnectorRegistry {
         self.connectors.get(name).cloned().ok_or_else(|| {
             Error::plan(format!(
                 "unknown connector '{name}' (available: {})",
-                self.connectors.keys().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")
+                self.connectors
+                    .keys()
+                    .map(|k| format!("'{k}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })
     }

@@ -23,7 +23,10 @@ impl Error {
     }
 
     pub fn connector(connector: impl Into<String>, message: impl ToString) -> Self {
-        Error::Connector { connector: connector.into(), message: message.to_string() }
+        Error::Connector {
+            connector: connector.into(),
+            message: message.to_string(),
+        }
     }
 }
 

@@ -50,7 +50,12 @@ impl Feed {
         let map = self
             .columns
             .iter()
-            .map(|c| input_columns.iter().position(|i| i == c).expect("input holds every fed column"))
+            .map(|c| {
+                input_columns
+                    .iter()
+                    .position(|i| i == c)
+                    .expect("input holds every fed column")
+            })
             .collect();
         *self.input_map.lock().unwrap() = Some(map);
     }
@@ -92,7 +97,10 @@ impl FeedExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Self { feed, properties: Arc::new(properties) }
+        Self {
+            feed,
+            properties: Arc::new(properties),
+        }
     }
 
     pub fn feed(&self) -> &Arc<Feed> {
@@ -141,7 +149,15 @@ impl ExecutionPlan for FeedExec {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DFResult<SendableRecordBatchStream> {
-        Ok(Box::pin(MemoryStream::try_new(self.feed.drain(), self.feed.schema.clone(), None)?))
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DFResult<SendableRecordBatchStream> {
+        Ok(Box::pin(MemoryStream::try_new(
+            self.feed.drain(),
+            self.feed.schema.clone(),
+            None,
+        )?))
     }
 }

@@ -40,8 +40,14 @@ pub struct JsonDecoder {
 
 impl JsonDecoder {
     pub fn new(schema: SchemaRef) -> Result<Self> {
-        let decoder = ReaderBuilder::new(schema.clone()).with_batch_size(usize::MAX >> 1).build_decoder()?;
-        Ok(Self { schema, decoder, rows: 0 })
+        let decoder = ReaderBuilder::new(schema.clone())
+            .with_batch_size(usize::MAX >> 1)
+            .build_decoder()?;
+        Ok(Self {
+            schema,
+            decoder,
+            rows: 0,
+        })
     }
 }
 
@@ -52,14 +58,19 @@ impl RecordDecoder for JsonDecoder {
 
     fn push(&mut self, record: &[u8]) -> Result<Decoded, String> {
         // Validate alone first: a bad record must not poison the rows buffered with it.
-        let value: serde_json::Value = serde_json::from_slice(record).map_err(|e| format!("invalid JSON: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(record).map_err(|e| format!("invalid JSON: {e}"))?;
         if !value.is_object() {
             return Err("a record must be a JSON object".into());
         }
         // Type mismatches are found by a one-row decode of the record.
-        let mut probe = ReaderBuilder::new(self.schema.clone()).build_decoder().map_err(|e| e.to_string())?;
+        let mut probe = ReaderBuilder::new(self.schema.clone())
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
         probe.decode(record).map_err(|e| e.to_string())?;
-        probe.flush().map_err(|e| format!("does not fit the table's columns: {e}"))?;
+        probe
+            .flush()
+            .map_err(|e| format!("does not fit the table's columns: {e}"))?;
         self.decoder.decode(record).map_err(|e| e.to_string())?;
         self.decoder.decode(b"\n").map_err(|e| e.to_string())?;
         self.rows += 1;

@@ -16,7 +16,11 @@ pub struct Options {
 
 impl Options {
     pub fn new(table: impl Into<String>, values: BTreeMap<String, String>) -> Self {
-        Self { table: table.into(), connector: String::new(), values }
+        Self {
+            table: table.into(),
+            connector: String::new(),
+            values,
+        }
     }
 
     /// Sets the connector name used in error messages.
@@ -34,7 +38,10 @@ impl Options {
     }
 
     fn err(&self, msg: String) -> Error {
-        Error::plan(format!("table '{}' (connector '{}'): {msg}", self.table, self.connector))
+        Error::plan(format!(
+            "table '{}' (connector '{}'): {msg}",
+            self.table, self.connector
+        ))
     }
 
     pub fn take(&mut self, key: &str) -> Option<String> {
@@ -42,7 +49,8 @@ impl Options {
     }
 
     pub fn take_required(&mut self, key: &str) -> Result<String> {
-        self.take(key).ok_or_else(|| self.err(format!("missing required option '{key}'")))
+        self.take(key)
+            .ok_or_else(|| self.err(format!("missing required option '{key}'")))
     }
 
     pub fn take_parsed<T: std::str::FromStr>(&mut self, key: &str) -> Result<Option<T>> {
@@ -81,7 +89,11 @@ impl Options {
             Some(v) if allowed.contains(&v.as_str()) => Ok(Some(v)),
             Some(v) => Err(self.err(format!(
                 "option '{key}': '{v}' is not one of {}",
-                allowed.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", ")
+                allowed
+                    .iter()
+                    .map(|a| format!("'{a}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
@@ -92,7 +104,11 @@ impl Options {
             return Ok(());
         }
         let keys: Vec<String> = self.values.keys().map(|k| format!("'{k}'")).collect();
-        Err(self.err(format!("unknown option{} {}", if keys.len() > 1 { "s" } else { "" }, keys.join(", "))))
+        Err(self.err(format!(
+            "unknown option{} {}",
+            if keys.len() > 1 { "s" } else { "" },
+            keys.join(", ")
+        )))
     }
 }
 
@@ -104,7 +120,11 @@ mod tests {
     fn unknown_keys_are_named() {
         let mut o = Options::new(
             "t",
-            [("path".to_string(), "x".to_string()), ("pth".to_string(), "y".to_string())].into(),
+            [
+                ("path".to_string(), "x".to_string()),
+                ("pth".to_string(), "y".to_string()),
+            ]
+            .into(),
         )
         .for_connector("replay");
         assert_eq!(o.take_required("path").unwrap(), "x");

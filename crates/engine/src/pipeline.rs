@@ -34,7 +34,10 @@ pub struct SinkSlot {
 pub enum Stage {
     /// A DataFusion physical plan run on each step's batches. The first stage of a flow reads
     /// the flow's source feeds; a later one reads `input`, fed with the previous stage's output.
-    Plan { plan: Arc<dyn ExecutionPlan>, input: Option<Arc<Feed>> },
+    Plan {
+        plan: Arc<dyn ExecutionPlan>,
+        input: Option<Arc<Feed>>,
+    },
     /// A windowed aggregate; emits complete windows as the watermark advances.
     Window(Box<WindowAggregate>),
 }
@@ -50,12 +53,28 @@ pub struct Flow {
 }
 
 impl Flow {
-    pub fn new(name: impl Into<String>, inputs: Vec<(usize, Arc<Feed>)>, stages: Vec<Stage>, sink: usize) -> Self {
-        Self { name: name.into(), inputs, stages, sink, watermark: i64::MIN }
+    pub fn new(
+        name: impl Into<String>,
+        inputs: Vec<(usize, Arc<Feed>)>,
+        stages: Vec<Stage>,
+        sink: usize,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            inputs,
+            stages,
+            sink,
+            watermark: i64::MIN,
+        }
     }
 
     /// Runs stages `from..` on `data` until a window stage absorbs it; returns sink rows.
-    fn run_from(&mut self, from: usize, mut data: Vec<RecordBatch>, ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+    fn run_from(
+        &mut self,
+        from: usize,
+        mut data: Vec<RecordBatch>,
+        ctx: &Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
         for stage in &mut self.stages[from..] {
             match stage {
                 Stage::Plan { plan, input } => {
@@ -103,7 +122,11 @@ impl Flow {
         self.stages.iter().fold((0, 0, 0), |acc, s| match s {
             Stage::Window(w) => {
                 let st = w.stats();
-                (acc.0 + st.windows_emitted, acc.1 + st.late_rows, acc.2 + st.open_panes as u64)
+                (
+                    acc.0 + st.windows_emitted,
+                    acc.1 + st.late_rows,
+                    acc.2 + st.open_panes as u64,
+                )
             }
             Stage::Plan { .. } => acc,
         })
@@ -121,7 +144,10 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { idle_timeout: Duration::from_secs(5), channel_capacity: 16 }
+        Self {
+            idle_timeout: Duration::from_secs(5),
+            channel_capacity: 16,
+        }
     }
 }
 
@@ -158,7 +184,12 @@ pub struct RunSummary {
 }
 
 impl Pipeline {
-    pub fn new(sources: Vec<SourceSlot>, flows: Vec<Flow>, sinks: Vec<SinkSlot>, task_ctx: Arc<TaskContext>) -> Self {
+    pub fn new(
+        sources: Vec<SourceSlot>,
+        flows: Vec<Flow>,
+        sinks: Vec<SinkSlot>,
+        task_ctx: Arc<TaskContext>,
+    ) -> Self {
         Self {
             sources,
             flows,
@@ -180,7 +211,15 @@ impl Pipeline {
 
     /// Runs until every source ends (then every open window is flushed) or a stop is requested.
     pub async fn run(self) -> Result<RunSummary> {
-        let Pipeline { sources, mut flows, mut sinks, task_ctx, config, metrics, stop } = self;
+        let Pipeline {
+            sources,
+            mut flows,
+            mut sinks,
+            task_ctx,
+            config,
+            metrics,
+            stop,
+        } = self;
         let started = Instant::now();
         let (tx, mut rx) = mpsc::channel::<(usize, SourceEvent)>(config.channel_capacity.max(1));
         let (err_tx, mut err_rx) = mpsc::unbounded_channel::<(String, Error)>();
@@ -189,10 +228,19 @@ impl Pipeline {
         let mut tasks = Vec::new();
         for (i, slot) in sources.into_iter().enumerate() {
             let counters = Arc::new(SourceCounters::default());
-            metrics.sources.lock().unwrap().push((slot.name.clone(), counters.clone()));
+            metrics
+                .sources
+                .lock()
+                .unwrap()
+                .push((slot.name.clone(), counters.clone()));
             trackers.push(WatermarkTracker::new(slot.watermark));
             names.push(slot.name.clone());
-            let ctx = SourceContext { index: i, tx: tx.clone(), restore: None, counters };
+            let ctx = SourceContext {
+                index: i,
+                tx: tx.clone(),
+                restore: None,
+                counters,
+            };
             let err_tx = err_tx.clone();
             let name = slot.name;
             let fut = slot.source.run(ctx);
@@ -258,17 +306,33 @@ impl Pipeline {
         }
         let completed = result?;
         for s in sinks.iter_mut() {
-            s.sink.flush().await.map_err(|e| Error::connector(&s.name, e))?;
+            s.sink
+                .flush()
+                .await
+                .map_err(|e| Error::connector(&s.name, e))?;
         }
         let _ = names;
-        Ok(RunSummary { metrics: metrics.snapshot(), elapsed: started.elapsed(), completed })
+        Ok(RunSummary {
+            metrics: metrics.snapshot(),
+            elapsed: started.elapsed(),
+            completed,
+        })
     }
 }
 
-async fn write(sink: &mut SinkSlot, batches: Vec<RecordBatch>, metrics: &PipelineMetrics) -> Result<()> {
+async fn write(
+    sink: &mut SinkSlot,
+    batches: Vec<RecordBatch>,
+    metrics: &PipelineMetrics,
+) -> Result<()> {
     for b in batches {
-        metrics.rows_out.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-        sink.sink.write(b).await.map_err(|e| Error::connector(&sink.name, e))?;
+        metrics
+            .rows_out
+            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        sink.sink
+            .write(b)
+            .await
+            .map_err(|e| Error::connector(&sink.name, e))?;
     }
     Ok(())
 }

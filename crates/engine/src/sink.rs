@@ -30,8 +30,14 @@ pub struct MemoryTables {
 impl MemoryTables {
     /// A sink appending to table `name` (created empty, replacing an earlier one of that name).
     pub fn sink(&self, name: &str, schema: SchemaRef) -> MemorySink {
-        self.tables.lock().unwrap().insert(name.to_string(), (schema, Vec::new()));
-        MemorySink { name: name.to_string(), tables: self.clone() }
+        self.tables
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (schema, Vec::new()));
+        MemorySink {
+            name: name.to_string(),
+            tables: self.clone(),
+        }
     }
 
     /// The batches written to `name` so far.

@@ -19,7 +19,10 @@ pub type Position = serde_json::Value;
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Rows, and the position just after the last of them.
-    Batch { batch: RecordBatch, position: Option<Position> },
+    Batch {
+        batch: RecordBatch,
+        position: Option<Position>,
+    },
     /// The source's own clock: no event earlier than `event_time_ns` will follow. Paced replays
     /// send it while they wait, so windows close on time even when no event arrives.
     Heartbeat { event_time_ns: i64 },
@@ -68,7 +71,15 @@ impl SourceContext {
     /// For connectors' own tests and tools.
     pub fn detached(capacity: usize) -> (Self, mpsc::Receiver<(usize, SourceEvent)>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { index: 0, tx, restore: None, counters: Arc::default() }, rx)
+        (
+            Self {
+                index: 0,
+                tx,
+                restore: None,
+                counters: Arc::default(),
+            },
+            rx,
+        )
     }
 
     /// Sends an event, waiting while the engine is busy (back-pressure).

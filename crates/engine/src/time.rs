@@ -8,11 +8,15 @@ use crate::{Error, Result};
 /// A bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| Error::plan(format!("invalid duration '{s}': expected e.g. '5s', '10 minutes'")))?;
+    let n: f64 = num.parse().map_err(|_| {
+        Error::plan(format!(
+            "invalid duration '{s}': expected e.g. '5s', '10 minutes'"
+        ))
+    })?;
     let unit = unit.trim().to_ascii_lowercase();
     let secs = match unit.as_str() {
         "" | "s" | "sec" | "secs" | "second" | "seconds" => n,
@@ -22,7 +26,11 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "m" | "min" | "mins" | "minute" | "minutes" => n * 60.0,
         "h" | "hr" | "hour" | "hours" => n * 3600.0,
         "d" | "day" | "days" => n * 86400.0,
-        other => return Err(Error::plan(format!("invalid duration '{s}': unknown unit '{other}'"))),
+        other => {
+            return Err(Error::plan(format!(
+                "invalid duration '{s}': unknown unit '{other}'"
+            )));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(Error::plan(format!("invalid duration '{s}'")));
@@ -41,7 +49,10 @@ pub fn format_ns(ns: i64) -> String {
     if nanos == 0 {
         format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
     } else {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z", nanos / 1_000_000)
+        format!(
+            "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z",
+            nanos / 1_000_000
+        )
     }
 }
 
@@ -62,7 +73,11 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Parses an RFC 3339 timestamp (`2026-07-04T14:38:06.240Z`, offsets allowed) to nanoseconds.
 pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -128,7 +143,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("10 minutes").unwrap(), Duration::from_secs(600));
+        assert_eq!(
+            parse_duration("10 minutes").unwrap(),
+            Duration::from_secs(600)
+        );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("5 fortnights").is_err());

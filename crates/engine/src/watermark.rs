@@ -34,7 +34,14 @@ pub struct WatermarkTracker {
 
 impl WatermarkTracker {
     pub fn new(spec: Option<WatermarkSpec>) -> Self {
-        Self { spec, watermark: i64::MIN, seen: false, ended: false, last_activity: Instant::now(), late_rows: 0 }
+        Self {
+            spec,
+            watermark: i64::MIN,
+            seen: false,
+            ended: false,
+            last_activity: Instant::now(),
+            late_rows: 0,
+        }
     }
 
     pub fn watermark(&self) -> i64 {
@@ -56,7 +63,11 @@ impl WatermarkTracker {
         }
         let col = batch.column(spec.column);
         let ns_type = DataType::Timestamp(TimeUnit::Nanosecond, None);
-        let col = if col.data_type() == &ns_type { col.clone() } else { cast(col, &ns_type)? };
+        let col = if col.data_type() == &ns_type {
+            col.clone()
+        } else {
+            cast(col, &ns_type)?
+        };
         let ts = col.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
         let mut wm = self.watermark;
         let mut keep: Option<Vec<bool>> = None;
@@ -82,7 +93,9 @@ impl WatermarkTracker {
         self.last_activity = Instant::now();
         if let Some(spec) = self.spec {
             self.seen = true;
-            self.watermark = self.watermark.max(event_time_ns.saturating_sub(spec.delay_ns));
+            self.watermark = self
+                .watermark
+                .max(event_time_ns.saturating_sub(spec.delay_ns));
         }
     }
 
@@ -104,12 +117,19 @@ impl WatermarkTracker {
         }
         let idle_for = now.saturating_duration_since(self.last_activity);
         if idle_for < idle_timeout {
-            return if self.seen { Some(self.watermark) } else { Some(i64::MIN) };
+            return if self.seen {
+                Some(self.watermark)
+            } else {
+                Some(i64::MIN)
+            };
         }
         if !self.seen {
             return None;
         }
-        Some(self.watermark.saturating_add(idle_for.as_nanos().min(i64::MAX as u128) as i64))
+        Some(
+            self.watermark
+                .saturating_add(idle_for.as_nanos().min(i64::MAX as u128) as i64),
+        )
     }
 }
 
@@ -127,22 +147,35 @@ mod tests {
         ]));
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(TimestampNanosecondArray::from(ts.to_vec())), Arc::new(Int64Array::from(ts.to_vec()))],
+            vec![
+                Arc::new(TimestampNanosecondArray::from(ts.to_vec())),
+                Arc::new(Int64Array::from(ts.to_vec())),
+            ],
         )
         .unwrap()
     }
 
     #[test]
     fn late_rows_are_decided_row_by_row() {
-        let mut t = WatermarkTracker::new(Some(WatermarkSpec { column: 0, delay_ns: 10 }));
+        let mut t = WatermarkTracker::new(Some(WatermarkSpec {
+            column: 0,
+            delay_ns: 10,
+        }));
         // wm after 100 is 90; 95 is on time, 80 is late; after 120 wm is 110; 105 late.
         let out = t.observe(batch(&[100, 95, 80, 120, 105, 111])).unwrap();
-        let v: Vec<i64> = out.column(1).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec();
+        let v: Vec<i64> = out
+            .column(1)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec();
         assert_eq!(v, vec![100, 95, 120, 111]);
         assert_eq!(t.late_rows, 2);
         assert_eq!(t.watermark(), 110);
         // Same rows in two batches: same result.
-        let mut t2 = WatermarkTracker::new(Some(WatermarkSpec { column: 0, delay_ns: 10 }));
+        let mut t2 = WatermarkTracker::new(Some(WatermarkSpec {
+            column: 0,
+            delay_ns: 10,
+        }));
         let a = t2.observe(batch(&[100, 95, 80])).unwrap().num_rows();
         let b = t2.observe(batch(&[120, 105, 111])).unwrap().num_rows();
         assert_eq!((a + b, t2.late_rows), (4, 2));
@@ -150,13 +183,22 @@ mod tests {
 
     #[test]
     fn idle_source_advances_with_wall_clock() {
-        let mut t = WatermarkTracker::new(Some(WatermarkSpec { column: 0, delay_ns: 0 }));
+        let mut t = WatermarkTracker::new(Some(WatermarkSpec {
+            column: 0,
+            delay_ns: 0,
+        }));
         let now = Instant::now();
         assert_eq!(t.effective(now, Duration::from_secs(1)), Some(i64::MIN));
-        assert_eq!(t.effective(now + Duration::from_secs(2), Duration::from_secs(1)), None);
+        assert_eq!(
+            t.effective(now + Duration::from_secs(2), Duration::from_secs(1)),
+            None
+        );
         t.observe(batch(&[1_000])).unwrap();
         let later = t.last_activity + Duration::from_secs(3);
-        assert_eq!(t.effective(later, Duration::from_secs(1)), Some(1_000 + 3_000_000_000));
+        assert_eq!(
+            t.effective(later, Duration::from_secs(1)),
+            Some(1_000 + 3_000_000_000)
+        );
         t.end();
         assert_eq!(t.effective(later, Duration::from_secs(1)), Some(i64::MAX));
     }

@@ -96,7 +96,9 @@ pub fn interval_ns(v: &ScalarValue) -> Option<i64> {
 }
 
 /// If `expr` is a `hop`/`tumble` call, its spec and its event-time argument.
-pub fn window_call(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<(WindowSpec, Arc<dyn PhysicalExpr>)>> {
+pub fn window_call(
+    expr: &Arc<dyn PhysicalExpr>,
+) -> Result<Option<(WindowSpec, Arc<dyn PhysicalExpr>)>> {
     let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>() else {
         return Ok(None);
     };
@@ -106,7 +108,12 @@ pub fn window_call(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<(WindowSpec, A
         args.get(i)
             .and_then(|a| a.downcast_ref::<Literal>())
             .and_then(|l| interval_ns(l.value()))
-            .ok_or_else(|| Error::plan(format!("{name}(): argument {} must be a constant interval", i + 1)))
+            .ok_or_else(|| {
+                Error::plan(format!(
+                    "{name}(): argument {} must be a constant interval",
+                    i + 1
+                ))
+            })
     };
     let spec = match name {
         HOP if args.len() == 3 => WindowSpec::new(lit(0)?, lit(1)?)?,
@@ -114,7 +121,11 @@ pub fn window_call(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<(WindowSpec, A
             let w = lit(0)?;
             WindowSpec::new(w, w)?
         }
-        HOP | TUMBLE => return Err(Error::plan(format!("internal: {name}() lacks its event-time argument"))),
+        HOP | TUMBLE => {
+            return Err(Error::plan(format!(
+                "internal: {name}() lacks its event-time argument"
+            )));
+        }
         _ => return Ok(None),
     };
     Ok(Some((spec, args[args.len() - 1].clone())))
@@ -124,14 +135,18 @@ pub fn window_call(expr: &Arc<dyn PhysicalExpr>) -> Result<Option<(WindowSpec, A
 pub fn is_windowed(agg: &AggregateExec) -> bool {
     let inner = partial_of(agg);
     inner.group_expr().expr().iter().any(|(e, _)| {
-        e.downcast_ref::<ScalarFunctionExpr>().is_some_and(|f| matches!(f.fun().name(), HOP | TUMBLE))
+        e.downcast_ref::<ScalarFunctionExpr>()
+            .is_some_and(|f| matches!(f.fun().name(), HOP | TUMBLE))
     })
 }
 
 /// The aggregate whose expressions read raw input: the node itself, or the partial stage of a
 /// partial/final pair.
 fn partial_of(agg: &AggregateExec) -> &AggregateExec {
-    if matches!(agg.mode(), AggregateMode::Final | AggregateMode::FinalPartitioned) {
+    if matches!(
+        agg.mode(),
+        AggregateMode::Final | AggregateMode::FinalPartitioned
+    ) {
         if let Some(p) = agg.input().downcast_ref::<AggregateExec>() {
             return p;
         }
@@ -151,15 +166,24 @@ impl Agg {
             Ok(self.expr.create_groups_accumulator()?)
         } else {
             let e = self.expr.clone();
-            Ok(Box::new(GroupsAccumulatorAdapter::new(move || e.create_accumulator())))
+            Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                e.create_accumulator()
+            })))
         }
     }
 }
 
 /// One slide's worth of partial state.
 enum Pane {
-    Open { groups: Box<dyn GroupValues>, accs: Vec<Box<dyn GroupsAccumulator>>, ids: Vec<usize> },
-    Frozen { keys: Vec<ArrayRef>, states: Vec<Vec<ArrayRef>> },
+    Open {
+        groups: Box<dyn GroupValues>,
+        accs: Vec<Box<dyn GroupsAccumulator>>,
+        ids: Vec<usize>,
+    },
+    Frozen {
+        keys: Vec<ArrayRef>,
+        states: Vec<Vec<ArrayRef>>,
+    },
 }
 
 /// Statistics of a window operator.
@@ -191,7 +215,10 @@ pub struct WindowAggregate {
 
 impl std::fmt::Debug for WindowAggregate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WindowAggregate").field("spec", &self.spec).field("panes", &self.panes.len()).finish()
+        f.debug_struct("WindowAggregate")
+            .field("spec", &self.spec)
+            .field("panes", &self.panes.len())
+            .finish()
     }
 }
 
@@ -204,7 +231,9 @@ impl WindowAggregate {
         let inner = partial_of(agg);
         let group_by = inner.group_expr();
         if !group_by.is_single() {
-            return Err(Error::plan("GROUPING SETS, CUBE and ROLLUP are not supported with windows"));
+            return Err(Error::plan(
+                "GROUPING SETS, CUBE and ROLLUP are not supported with windows",
+            ));
         }
         let input_schema = inner.input_schema();
         let mut window = None;
@@ -213,12 +242,18 @@ impl WindowAggregate {
         for (i, (e, name)) in group_by.expr().iter().enumerate() {
             if let Some(w) = window_call(e)? {
                 if window.is_some() {
-                    return Err(Error::plan("a GROUP BY may hold only one window (hop or tumble)"));
+                    return Err(Error::plan(
+                        "a GROUP BY may hold only one window (hop or tumble)",
+                    ));
                 }
                 window = Some((i, w));
             } else {
                 keys.push(e.clone());
-                key_fields.push(Field::new(name, e.data_type(&input_schema)?, e.nullable(&input_schema)?));
+                key_fields.push(Field::new(
+                    name,
+                    e.data_type(&input_schema)?,
+                    e.nullable(&input_schema)?,
+                ));
             }
         }
         let Some((window_pos, (spec, ts_expr))) = window else {
@@ -228,7 +263,11 @@ impl WindowAggregate {
             .aggr_expr()
             .iter()
             .zip(inner.filter_expr())
-            .map(|(a, f)| Agg { expr: a.clone(), args: a.expressions(), filter: f.clone() })
+            .map(|(a, f)| Agg {
+                expr: a.clone(),
+                args: a.expressions(),
+                filter: f.clone(),
+            })
             .collect();
         Ok(Self {
             spec,
@@ -254,25 +293,45 @@ impl WindowAggregate {
     }
 
     pub fn stats(&self) -> WindowStats {
-        WindowStats { open_panes: self.panes.len(), ..self.stats }
+        WindowStats {
+            open_panes: self.panes.len(),
+            ..self.stats
+        }
     }
 
     fn new_pane(&self) -> Result<Pane> {
         let groups = if self.key_schema.fields().is_empty() {
-            new_group_values(Arc::new(Schema::new(vec![Field::new("_", DataType::Boolean, true)])), &GroupOrdering::None)?
+            new_group_values(
+                Arc::new(Schema::new(vec![Field::new("_", DataType::Boolean, true)])),
+                &GroupOrdering::None,
+            )?
         } else {
             new_group_values(self.key_schema.clone(), &GroupOrdering::None)?
         };
-        let accs = self.aggs.iter().map(Agg::accumulator).collect::<Result<_>>()?;
-        Ok(Pane::Open { groups, accs, ids: Vec::new() })
+        let accs = self
+            .aggs
+            .iter()
+            .map(Agg::accumulator)
+            .collect::<Result<_>>()?;
+        Ok(Pane::Open {
+            groups,
+            accs,
+            ids: Vec::new(),
+        })
     }
 
     /// Group key columns for `n` rows (a constant column when the only key is the window).
     fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
         if self.keys.is_empty() {
-            return Ok(vec![Arc::new(BooleanArray::from(vec![true; batch.num_rows()]))]);
+            return Ok(vec![Arc::new(BooleanArray::from(vec![
+                true;
+                batch.num_rows()
+            ]))]);
         }
-        self.keys.iter().map(|k| Ok(k.evaluate(batch)?.into_array(batch.num_rows())?)).collect()
+        self.keys
+            .iter()
+            .map(|k| Ok(k.evaluate(batch)?.into_array(batch.num_rows())?))
+            .collect()
     }
 
     /// Adds a batch of input rows. Rows older than the watermark are dropped and counted.
@@ -291,9 +350,15 @@ impl WindowAggregate {
         let mut batch = batch.clone();
         let mut ts = ts.clone();
         let wm = self.watermark;
-        let late = ts.null_count() + ts.iter().filter(|t| matches!(t, Some(t) if *t < wm)).count();
+        let late = ts.null_count()
+            + ts.iter()
+                .filter(|t| matches!(t, Some(t) if *t < wm))
+                .count();
         if late > 0 {
-            let keep: BooleanArray = ts.iter().map(|t| Some(matches!(t, Some(t) if t >= wm))).collect();
+            let keep: BooleanArray = ts
+                .iter()
+                .map(|t| Some(matches!(t, Some(t) if t >= wm)))
+                .collect();
             batch = filter_record_batch(&batch, &keep)?;
             ts = arrow::compute::filter(&ts, &keep)?.as_primitive().clone();
             self.stats.late_rows += late as u64;
@@ -310,11 +375,18 @@ impl WindowAggregate {
         // Rows of several panes: split them by pane.
         let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         for (i, t) in values.iter().enumerate() {
-            by_pane.entry(t.div_euclid(slide)).or_default().push(i as u32);
+            by_pane
+                .entry(t.div_euclid(slide))
+                .or_default()
+                .push(i as u32);
         }
         for (pane, idx) in by_pane {
             let idx = UInt32Array::from(idx);
-            let cols = batch.columns().iter().map(|c| take(c, &idx, None)).collect::<Result<Vec<_>, _>>()?;
+            let cols = batch
+                .columns()
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<Result<Vec<_>, _>>()?;
             let part = RecordBatch::try_new(batch.schema(), cols)?;
             self.update_pane(pane, &part)?;
         }
@@ -327,7 +399,12 @@ impl WindowAggregate {
         let args: Vec<Vec<ArrayRef>> = self
             .aggs
             .iter()
-            .map(|a| a.args.iter().map(|e| Ok(e.evaluate(batch)?.into_array(n)?)).collect::<Result<Vec<_>>>())
+            .map(|a| {
+                a.args
+                    .iter()
+                    .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<_>>()?;
         let filters: Vec<Option<BooleanArray>> = self
             .aggs
@@ -335,7 +412,9 @@ impl WindowAggregate {
             .map(|a| {
                 a.filter
                     .as_ref()
-                    .map(|f| -> Result<BooleanArray> { Ok(f.evaluate(batch)?.into_array(n)?.as_boolean().clone()) })
+                    .map(|f| -> Result<BooleanArray> {
+                        Ok(f.evaluate(batch)?.into_array(n)?.as_boolean().clone())
+                    })
                     .transpose()
             })
             .collect::<Result<_>>()?;
@@ -373,7 +452,10 @@ impl WindowAggregate {
                 }
                 if let Pane::Open { groups, accs, .. } = pane {
                     let keys = groups.emit(EmitTo::All)?;
-                    let states = accs.iter_mut().map(|a| a.state(EmitTo::All)).collect::<Result<Vec<_>, _>>()?;
+                    let states = accs
+                        .iter_mut()
+                        .map(|a| a.state(EmitTo::All))
+                        .collect::<Result<Vec<_>, _>>()?;
                     *pane = Pane::Frozen { keys, states };
                 }
             }
@@ -396,12 +478,17 @@ impl WindowAggregate {
             }
             self.emitted_through = end;
         }
-        let aligned = if watermark == i64::MAX { i64::MAX } else { watermark.div_euclid(slide) * slide };
+        let aligned = if watermark == i64::MAX {
+            i64::MAX
+        } else {
+            watermark.div_euclid(slide) * slide
+        };
         self.emitted_through = self.emitted_through.max(aligned);
         // Free panes whose last window has been emitted.
         let width = self.spec.width_ns;
         let through = self.emitted_through;
-        self.panes.retain(|&p, _| p.saturating_mul(slide).saturating_add(width) > through);
+        self.panes
+            .retain(|&p, _| p.saturating_mul(slide).saturating_add(width) > through);
         Ok(out)
     }
 
@@ -416,12 +503,19 @@ impl WindowAggregate {
                 return Ok(None);
             };
             match pane {
-                Pane::Open { mut groups, mut accs, .. } => {
+                Pane::Open {
+                    mut groups,
+                    mut accs,
+                    ..
+                } => {
                     if groups.is_empty() {
                         return Ok(None);
                     }
                     let keys = groups.emit(EmitTo::All)?;
-                    let values = accs.iter_mut().map(|a| a.evaluate(EmitTo::All)).collect::<Result<Vec<_>, _>>()?;
+                    let values = accs
+                        .iter_mut()
+                        .map(|a| a.evaluate(EmitTo::All))
+                        .collect::<Result<Vec<_>, _>>()?;
                     (keys, values)
                 }
                 Pane::Frozen { .. } => return Err(Error::plan("internal: frozen tumbling pane")),
@@ -431,7 +525,11 @@ impl WindowAggregate {
                 Pane::Open { groups, .. } => groups,
                 Pane::Frozen { .. } => unreachable!(),
             };
-            let mut accs: Vec<Box<dyn GroupsAccumulator>> = self.aggs.iter().map(Agg::accumulator).collect::<Result<_>>()?;
+            let mut accs: Vec<Box<dyn GroupsAccumulator>> = self
+                .aggs
+                .iter()
+                .map(Agg::accumulator)
+                .collect::<Result<_>>()?;
             let mut ids = Vec::new();
             for (_, pane) in self.panes.range(first..=last) {
                 let Pane::Frozen { keys, states } = pane else {
@@ -450,10 +548,16 @@ impl WindowAggregate {
                 return Ok(None);
             }
             let keys = groups.emit(EmitTo::All)?;
-            let values = accs.iter_mut().map(|a| a.evaluate(EmitTo::All)).collect::<Result<Vec<_>, _>>()?;
+            let values = accs
+                .iter_mut()
+                .map(|a| a.evaluate(EmitTo::All))
+                .collect::<Result<Vec<_>, _>>()?;
             (keys, values)
         };
-        let rows = values.first().map(|v| v.len()).unwrap_or_else(|| keys[0].len());
+        let rows = values
+            .first()
+            .map(|v| v.len())
+            .unwrap_or_else(|| keys[0].len());
         let start = end - self.spec.width_ns;
         let window: ArrayRef = Arc::new(StructArray::new(
             window_fields(),
@@ -464,7 +568,11 @@ impl WindowAggregate {
             None,
         ));
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.output_schema.fields().len());
-        let mut keys = if self.keys.is_empty() { Vec::new() } else { keys };
+        let mut keys = if self.keys.is_empty() {
+            Vec::new()
+        } else {
+            keys
+        };
         keys.insert(self.window_pos, window);
         cols.extend(keys);
         cols.extend(values);
@@ -472,11 +580,20 @@ impl WindowAggregate {
         let cols = cols
             .into_iter()
             .zip(self.output_schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) })
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         self.stats.windows_emitted += 1;
         self.stats.rows_emitted += rows as u64;
-        Ok(Some(RecordBatch::try_new(self.output_schema.clone(), cols)?))
+        Ok(Some(RecordBatch::try_new(
+            self.output_schema.clone(),
+            cols,
+        )?))
     }
 }
 

@@ -1,8 +1,7 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayBuilder,
-    ArrayRef, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+    ArrayBuilder, ArrayRef, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
@@ -172,7 +171,11 @@ impl PostDataBuilder {
 
     /// The schema of the batches this builder produces.
     pub fn schema(&self) -> SchemaRef {
-        Arc::new(POST_SCHEMA.project(&self.projection).expect("valid projection"))
+        Arc::new(
+            POST_SCHEMA
+                .project(&self.projection)
+                .expect("valid projection"),
+        )
     }
 
     pub fn len(&self) -> usize {
@@ -245,7 +248,8 @@ impl PostDataBuilder {
         let values = b.values_ref();
         let vo = values.offsets_slice();
         let bytes = values.values_slice();
-        (start..values.len()).any(|i| &bytes[vo[i] as usize..vo[i + 1] as usize] == value.as_bytes())
+        (start..values.len())
+            .any(|i| &bytes[vo[i] as usize..vo[i + 1] as usize] == value.as_bytes())
     }
 
     /// Closes the open lists of the current row. Call once per [`Self::append`].
@@ -283,7 +287,12 @@ impl PostDataBuilder {
             reply_root: p.reply_root.as_deref(),
             embed: p.embed,
         });
-        for (c, list) in [(7, &p.langs), (8, &p.hashtags), (9, &p.mentions), (10, &p.links)] {
+        for (c, list) in [
+            (7, &p.langs),
+            (8, &p.hashtags),
+            (9, &p.mentions),
+            (10, &p.links),
+        ] {
             for v in list {
                 self.push_list_value(c, v);
             }
@@ -319,7 +328,8 @@ impl PostDataBuilder {
             })
             .collect();
         let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(schema, columns, &opts).expect("builder columns match schema")
+        RecordBatch::try_new_with_options(schema, columns, &opts)
+            .expect("builder columns match schema")
     }
 }
 
@@ -357,9 +367,16 @@ mod tests {
     #[test]
     fn uri_is_derived_from_did_and_rkey() {
         let mut b = PostDataBuilder::new();
-        b.append_post(&PostData { did: "did:plc:x".into(), rkey: "3k".into(), ..Default::default() });
+        b.append_post(&PostData {
+            did: "did:plc:x".into(),
+            rkey: "3k".into(),
+            ..Default::default()
+        });
         let batch = b.finish();
-        assert_eq!(batch.column(0).as_string::<i32>().value(0), "at://did:plc:x/app.bsky.feed.post/3k");
+        assert_eq!(
+            batch.column(0).as_string::<i32>().value(0),
+            "at://did:plc:x/app.bsky.feed.post/3k"
+        );
         assert_eq!(batch.schema(), post_schema());
     }
 }

@@ -13,11 +13,19 @@ pub struct SqlError {
 
 impl SqlError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), line: None, column: None }
+        Self {
+            message: message.into(),
+            line: None,
+            column: None,
+        }
     }
 
     pub fn at(message: impl Into<String>, line: u64, column: u64) -> Self {
-        Self { message: message.into(), line: Some(line), column: Some(column) }
+        Self {
+            message: message.into(),
+            line: Some(line),
+            column: Some(column),
+        }
     }
 
     /// Sets the position unless one is already known.
@@ -54,12 +62,17 @@ impl From<skystream_engine::Error> for SqlError {
 
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
-        let pos = e.diagnostic().and_then(|d| d.span).map(|s| (s.start.line, s.start.column));
+        let pos = e
+            .diagnostic()
+            .and_then(|d| d.span)
+            .map(|s| (s.start.line, s.start.column));
         let pos = pos.filter(|(l, _)| *l > 0);
         let msg = clean_message(&e);
         match pos {
             Some((l, c)) => SqlError::at(msg, l, c),
-            None => parser_position(&msg).map(|(l, c)| SqlError::at(msg.clone(), l, c)).unwrap_or_else(|| SqlError::new(msg)),
+            None => parser_position(&msg)
+                .map(|(l, c)| SqlError::at(msg.clone(), l, c))
+                .unwrap_or_else(|| SqlError::new(msg)),
         }
     }
 }
@@ -67,7 +80,10 @@ impl From<DataFusionError> for SqlError {
 impl From<sqlparser_error::ParserError> for SqlError {
     fn from(e: sqlparser_error::ParserError) -> Self {
         let msg = e.to_string();
-        let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg).to_string();
+        let msg = msg
+            .strip_prefix("sql parser error: ")
+            .unwrap_or(&msg)
+            .to_string();
         match parser_position(&msg) {
             Some((l, c)) => {
                 let short = msg.split(" at Line: ").next().unwrap_or(&msg).to_string();
@@ -86,7 +102,13 @@ pub(crate) mod sqlparser_error {
 fn clean_message(e: &DataFusionError) -> String {
     let inner = e.find_root();
     let s = inner.to_string();
-    for prefix in ["Error during planning: ", "Schema error: ", "SQL error: ", "Execution error: ", "This feature is not implemented: "] {
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "SQL error: ",
+        "Execution error: ",
+        "This feature is not implemented: ",
+    ] {
         if let Some(rest) = s.strip_prefix(prefix) {
             return rest.to_string();
         }

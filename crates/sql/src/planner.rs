@@ -109,27 +109,39 @@ fn ident_name(name: &ObjectName) -> String {
     name.0
         .last()
         .and_then(|p| p.as_ident())
-        .map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() })
+        .map(|i| {
+            if i.quote_style.is_some() {
+                i.value.clone()
+            } else {
+                i.value.to_lowercase()
+            }
+        })
         .unwrap_or_else(|| name.to_string())
 }
 
 fn option_value(e: &SqlExpr) -> Option<String> {
     match e {
         SqlExpr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) | Value::Number(s, _) => Some(s.clone()),
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) | Value::Number(s, _) => {
+                Some(s.clone())
+            }
             Value::Boolean(b) => Some(b.to_string()),
             _ => None,
         },
         SqlExpr::Identifier(i) => Some(i.value.clone()),
-        SqlExpr::UnaryOp { op: datafusion::sql::sqlparser::ast::UnaryOperator::Minus, expr } => {
-            option_value(expr).map(|v| format!("-{v}"))
-        }
+        SqlExpr::UnaryOp {
+            op: datafusion::sql::sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => option_value(expr).map(|v| format!("-{v}")),
         _ => None,
     }
 }
 
 /// Plans a pipeline script with the connectors of `registry`.
-pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<PlannedPipeline, SqlError> {
+pub async fn plan_script(
+    sql: &str,
+    registry: &ConnectorRegistry,
+) -> Result<PlannedPipeline, SqlError> {
     let statements = parse_script(sql)?;
     if statements.is_empty() {
         return Err(SqlError::new("the script holds no statement"));
@@ -147,7 +159,11 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
         .collect();
     let mut sources: BTreeMap<String, SourceTable> = BTreeMap::new();
     let mut sinks: HashMap<String, TableDef> = HashMap::new();
-    let mut queries: Vec<(Option<String>, Box<datafusion::sql::sqlparser::ast::Query>, &ScriptStatement)> = Vec::new();
+    let mut queries: Vec<(
+        Option<String>,
+        Box<datafusion::sql::sqlparser::ast::Query>,
+        &ScriptStatement,
+    )> = Vec::new();
 
     for st in &statements {
         let pos = Some(st.start());
@@ -155,7 +171,9 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
             Statement::CreateTable(ct) => {
                 let name = ident_name(&ct.name);
                 if sources.contains_key(&name) || sinks.contains_key(&name) {
-                    return Err(SqlError::new(format!("table '{name}' is declared twice")).or_at(pos));
+                    return Err(
+                        SqlError::new(format!("table '{name}' is declared twice")).or_at(pos)
+                    );
                 }
                 if ct.query.is_some() || ct.external || ct.like.is_some() {
                     return Err(SqlError::new("CREATE TABLE in a pipeline declares a connector table: CREATE TABLE name (columns) WITH (connector = '...')").or_at(pos));
@@ -163,32 +181,65 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
                 let with = match &ct.table_options {
                     CreateTableOptions::With(o) => o.clone(),
                     CreateTableOptions::None => Vec::new(),
-                    _ => return Err(SqlError::new("table options go in WITH (key = 'value', ...)").or_at(pos)),
+                    _ => {
+                        return Err(
+                            SqlError::new("table options go in WITH (key = 'value', ...)")
+                                .or_at(pos),
+                        );
+                    }
                 };
                 let mut values = BTreeMap::new();
                 for o in &with {
                     let SqlOption::KeyValue { key, value } = o else {
-                        return Err(SqlError::new(format!("table '{name}': options are key = 'value' pairs, got {o}")).or_at(pos));
+                        return Err(SqlError::new(format!(
+                            "table '{name}': options are key = 'value' pairs, got {o}"
+                        ))
+                        .or_at(pos));
                     };
                     let v = option_value(value).ok_or_else(|| {
-                        SqlError::new(format!("table '{name}': option '{}' needs a literal value", key.value)).or_at(pos)
+                        SqlError::new(format!(
+                            "table '{name}': option '{}' needs a literal value",
+                            key.value
+                        ))
+                        .or_at(pos)
                     })?;
                     values.insert(key.value.to_lowercase(), v);
                 }
                 let connector = values.remove("connector").ok_or_else(|| {
-                    SqlError::new(format!("table '{name}' needs WITH (connector = '...')")).or_at(pos)
+                    SqlError::new(format!("table '{name}' needs WITH (connector = '...')"))
+                        .or_at(pos)
                 })?;
                 let role = values.remove("type");
-                let conn = registry.get(&connector).map_err(|e| SqlError::from(e).or_at(pos))?;
+                let conn = registry
+                    .get(&connector)
+                    .map_err(|e| SqlError::from(e).or_at(pos))?;
                 // A table is a sink when it is inserted into, or when its connector cannot be read.
-                let is_sink = insert_targets.contains(&name) || role.as_deref() == Some("sink") || !conn.is_source();
+                let is_sink = insert_targets.contains(&name)
+                    || role.as_deref() == Some("sink")
+                    || !conn.is_source();
                 if insert_targets.contains(&name) && !conn.is_sink() {
-                    return Err(SqlError::new(format!("table '{name}': connector '{connector}' cannot be written to")).or_at(pos));
+                    return Err(SqlError::new(format!(
+                        "table '{name}': connector '{connector}' cannot be written to"
+                    ))
+                    .or_at(pos));
                 }
                 match (role.as_deref(), is_sink) {
-                    (Some("source"), true) => return Err(SqlError::new(format!("table '{name}' is declared type = 'source' but is inserted into")).or_at(pos)),
-                    (Some("sink"), false) | (Some("source"), false) | (Some("sink"), true) | (None, _) => {}
-                    (Some(other), _) => return Err(SqlError::new(format!("table '{name}': type must be 'source' or 'sink', got '{other}'")).or_at(pos)),
+                    (Some("source"), true) => {
+                        return Err(SqlError::new(format!(
+                            "table '{name}' is declared type = 'source' but is inserted into"
+                        ))
+                        .or_at(pos));
+                    }
+                    (Some("sink"), false)
+                    | (Some("source"), false)
+                    | (Some("sink"), true)
+                    | (None, _) => {}
+                    (Some(other), _) => {
+                        return Err(SqlError::new(format!(
+                            "table '{name}': type must be 'source' or 'sink', got '{other}'"
+                        ))
+                        .or_at(pos));
+                    }
                 }
                 let declared_schema = if ct.columns.is_empty() {
                     None
@@ -197,12 +248,19 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
                     plain.table_options = CreateTableOptions::None;
                     let plan = ctx
                         .state()
-                        .statement_to_plan(DFStatement::Statement(Box::new(Statement::CreateTable(plain))))
+                        .statement_to_plan(DFStatement::Statement(Box::new(
+                            Statement::CreateTable(plain),
+                        )))
                         .await
                         .map_err(|e| SqlError::from(e).or_at(pos))?;
                     match plan {
-                        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(m)) => Some(Arc::new(m.input.schema().as_arrow().clone())),
-                        _ => return Err(SqlError::new("internal: unexpected plan for CREATE TABLE").or_at(pos)),
+                        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(m)) => {
+                            Some(Arc::new(m.input.schema().as_arrow().clone()))
+                        }
+                        _ => {
+                            return Err(SqlError::new("internal: unexpected plan for CREATE TABLE")
+                                .or_at(pos));
+                        }
                     }
                 };
                 let def = TableDef {
@@ -213,26 +271,54 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
                 };
                 if is_sink {
                     if st.watermark.is_some() {
-                        return Err(SqlError::new(format!("table '{name}' is a sink: WATERMARK applies to source tables")).or_at(pos));
+                        return Err(SqlError::new(format!(
+                            "table '{name}' is a sink: WATERMARK applies to source tables"
+                        ))
+                        .or_at(pos));
                     }
                     sinks.insert(name, def);
                 } else {
-                    let schema = conn.source_schema(&def).map_err(|e| SqlError::from(e).or_at(pos))?;
+                    let schema = conn
+                        .source_schema(&def)
+                        .map_err(|e| SqlError::from(e).or_at(pos))?;
                     if let Some(w) = &st.watermark {
                         let f = schema.field_with_name(&w.column).map_err(|_| {
-                            SqlError::at(format!("WATERMARK FOR '{}': table '{name}' has no such column", w.column), w.line, w.col)
+                            SqlError::at(
+                                format!(
+                                    "WATERMARK FOR '{}': table '{name}' has no such column",
+                                    w.column
+                                ),
+                                w.line,
+                                w.col,
+                            )
                         })?;
                         if !matches!(f.data_type(), DataType::Timestamp(_, _)) {
                             return Err(SqlError::at(
-                                format!("WATERMARK FOR '{}': the column must be a TIMESTAMP, it is {}", w.column, f.data_type()),
+                                format!(
+                                    "WATERMARK FOR '{}': the column must be a TIMESTAMP, it is {}",
+                                    w.column,
+                                    f.data_type()
+                                ),
                                 w.line,
                                 w.col,
                             ));
                         }
                     }
-                    let table = StreamTable { name: name.clone(), schema: schema.clone(), event_time: st.watermark.as_ref().map(|w| w.column.clone()) };
-                    ctx.register_table(TableReference::bare(name.clone()), Arc::new(table)).map_err(|e| SqlError::from(e).or_at(pos))?;
-                    sources.insert(name, SourceTable { def, schema, watermark: st.watermark.clone() });
+                    let table = StreamTable {
+                        name: name.clone(),
+                        schema: schema.clone(),
+                        event_time: st.watermark.as_ref().map(|w| w.column.clone()),
+                    };
+                    ctx.register_table(TableReference::bare(name.clone()), Arc::new(table))
+                        .map_err(|e| SqlError::from(e).or_at(pos))?;
+                    sources.insert(
+                        name,
+                        SourceTable {
+                            def,
+                            schema,
+                            watermark: st.watermark.clone(),
+                        },
+                    );
                 }
             }
             Statement::CreateView(_) => {
@@ -241,7 +327,9 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
                     .statement_to_plan(DFStatement::Statement(Box::new(st.statement.clone())))
                     .await
                     .map_err(|e| SqlError::from(e).or_at(pos))?;
-                ctx.execute_logical_plan(plan).await.map_err(|e| SqlError::from(e).or_at(pos))?;
+                ctx.execute_logical_plan(plan)
+                    .await
+                    .map_err(|e| SqlError::from(e).or_at(pos))?;
             }
             Statement::Insert(ins) => {
                 let TableObject::TableName(n) = &ins.table else {
@@ -261,7 +349,12 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
             }
             Statement::Query(q) => queries.push((None, q.clone(), st)),
             other => {
-                let kind = other.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                let kind = other
+                    .to_string()
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 return Err(SqlError::new(format!(
                     "'{kind} ...' is not allowed in a pipeline: use CREATE TABLE ... WITH (connector = ...), CREATE VIEW, INSERT INTO and SELECT"
                 ))
@@ -270,7 +363,9 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
         }
     }
     if queries.is_empty() {
-        return Err(SqlError::new("the script has no INSERT INTO or SELECT: nothing would run"));
+        return Err(SqlError::new(
+            "the script has no INSERT INTO or SELECT: nothing would run",
+        ));
     }
 
     // Plan each flow.
@@ -292,23 +387,40 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
             .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query))))
             .await
             .map_err(|e| SqlError::from(e).or_at(pos))?;
-        let plan = crate::rewrite::lateral_unnest(plan).map_err(|e| SqlError::from(e).or_at(pos))?;
-        tracing::debug!("logical plan of '{}':\n{}", sink_def.name, plan.display_indent_schema());
+        let plan =
+            crate::rewrite::lateral_unnest(plan).map_err(|e| SqlError::from(e).or_at(pos))?;
+        tracing::debug!(
+            "logical plan of '{}':\n{}",
+            sink_def.name,
+            plan.display_indent_schema()
+        );
         validate::check(&plan, st)?;
         let plan = add_event_time(plan).map_err(|e| SqlError::from(e).or_at(pos))?;
         let plan = conform_to_sink(plan, &sink_def).map_err(|e| e.or_at(pos))?;
-        let physical = ctx.state().create_physical_plan(&plan).await.map_err(|e| SqlError::from(e).or_at(pos))?;
+        let physical = ctx
+            .state()
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| SqlError::from(e).or_at(pos))?;
         let output_schema = physical.schema();
         let stages = split_stages(physical).map_err(|e| SqlError::from(e).or_at(pos))?;
         let mut inputs = Vec::new();
         if let Some(Stage::Plan { plan, input: None }) = stages.first() {
             collect_feeds(plan, &mut inputs);
         }
-        let conn = registry.get(&sink_def.connector).map_err(|e| SqlError::from(e).or_at(pos))?;
-        conn.validate_sink(&sink_def, &output_schema).map_err(|e| SqlError::from(e).or_at(pos))?;
+        let conn = registry
+            .get(&sink_def.connector)
+            .map_err(|e| SqlError::from(e).or_at(pos))?;
+        conn.validate_sink(&sink_def, &output_schema)
+            .map_err(|e| SqlError::from(e).or_at(pos))?;
         explain.push_str(&describe_flow(&sink_def.name, &stages));
         flows.push((
-            FlowPlan { target: sink_def.name.clone(), stages, inputs: inputs.into_iter().map(|f| (f.name.clone(), f)).collect(), output_schema },
+            FlowPlan {
+                target: sink_def.name.clone(),
+                stages,
+                inputs: inputs.into_iter().map(|f| (f.name.clone(), f)).collect(),
+                output_schema,
+            },
             sink_def,
         ));
     }
@@ -317,23 +429,35 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
     let mut used: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (f, _) in &flows {
         for (table, feed) in &f.inputs {
-            used.entry(table.clone()).or_default().extend(feed.columns.iter().copied());
+            used.entry(table.clone())
+                .or_default()
+                .extend(feed.columns.iter().copied());
         }
     }
     let mut source_slots = Vec::new();
     let mut source_index = HashMap::new();
     for (name, mut cols) in used {
         let Some(src) = sources.get(&name) else {
-            return Err(SqlError::new(format!("internal: feed of unknown table '{name}'")));
+            return Err(SqlError::new(format!(
+                "internal: feed of unknown table '{name}'"
+            )));
         };
-        let wm_col = src.watermark.as_ref().map(|w| src.schema.index_of(&w.column)).transpose().map_err(|e| SqlError::new(e.to_string()))?;
+        let wm_col = src
+            .watermark
+            .as_ref()
+            .map(|w| src.schema.index_of(&w.column))
+            .transpose()
+            .map_err(|e| SqlError::new(e.to_string()))?;
         cols.extend(wm_col);
         cols.sort_unstable();
         cols.dedup();
         let conn = registry.get(&src.def.connector)?;
         let source = conn.create_source(&src.def, &cols)?;
         let watermark = match (&src.watermark, wm_col) {
-            (Some(w), Some(c)) => Some(WatermarkSpec { column: cols.iter().position(|x| *x == c).unwrap_or(0), delay_ns: w.delay_ns }),
+            (Some(w), Some(c)) => Some(WatermarkSpec {
+                column: cols.iter().position(|x| *x == c).unwrap_or(0),
+                delay_ns: w.delay_ns,
+            }),
             _ => None,
         };
         for (f, _) in &flows {
@@ -344,7 +468,11 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
             }
         }
         source_index.insert(name.clone(), source_slots.len());
-        source_slots.push(SourceSlot { name, source, watermark });
+        source_slots.push(SourceSlot {
+            name,
+            source,
+            watermark,
+        });
     }
     for name in sources.keys() {
         if !source_index.contains_key(name) {
@@ -363,26 +491,43 @@ pub async fn plan_script(sql: &str, registry: &ConnectorRegistry) -> Result<Plan
             None => {
                 let conn = registry.get(&def.connector)?;
                 let sink = conn.create_sink(&def, f.output_schema.clone())?;
-                sink_slots.push(SinkSlot { name: def.name.clone(), sink });
+                sink_slots.push(SinkSlot {
+                    name: def.name.clone(),
+                    sink,
+                });
                 sink_index.insert(def.name.clone(), sink_slots.len() - 1);
                 sink_slots.len() - 1
             }
         };
-        let inputs = f.inputs.into_iter().map(|(t, feed)| (source_index[&t], feed)).collect();
+        let inputs = f
+            .inputs
+            .into_iter()
+            .map(|(t, feed)| (source_index[&t], feed))
+            .collect();
         outputs.push(f.target.clone());
         pipeline_flows.push(Flow::new(f.target, inputs, f.stages, idx));
     }
     let task_ctx = ctx.task_ctx();
-    Ok(PlannedPipeline { pipeline: Pipeline::new(source_slots, pipeline_flows, sink_slots, task_ctx), explain, outputs })
+    Ok(PlannedPipeline {
+        pipeline: Pipeline::new(source_slots, pipeline_flows, sink_slots, task_ctx),
+        explain,
+        outputs,
+    })
 }
 
 /// Casts and renames the query's columns to the sink's declared columns, by position.
 fn conform_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan, SqlError> {
     // Hidden event time never reaches a sink.
-    let visible: Vec<(Option<&TableReference>, &arrow::datatypes::FieldRef)> =
-        plan.schema().iter().filter(|(_, f)| f.name() != crate::rewrite::EVENT_TIME_COLUMN).collect();
+    let visible: Vec<(Option<&TableReference>, &arrow::datatypes::FieldRef)> = plan
+        .schema()
+        .iter()
+        .filter(|(_, f)| f.name() != crate::rewrite::EVENT_TIME_COLUMN)
+        .collect();
     let exprs: Vec<Expr> = match &sink.declared_schema {
-        None => visible.iter().map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name()))).collect(),
+        None => visible
+            .iter()
+            .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+            .collect(),
         Some(decl) => {
             if decl.fields().len() != visible.len() {
                 return Err(SqlError::new(format!(
@@ -391,7 +536,11 @@ fn conform_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan, Sq
                     visible.len(),
                     if visible.len() == 1 { "" } else { "s" },
                     decl.fields().len(),
-                    decl.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                    decl.fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
             visible
@@ -399,26 +548,40 @@ fn conform_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan, Sq
                 .zip(decl.fields())
                 .map(|((q, f), d)| {
                     let c = Expr::Column(Column::new(q.cloned(), f.name()));
-                    let c = if f.data_type() == d.data_type() { c } else { cast(c, d.data_type().clone()) };
+                    let c = if f.data_type() == d.data_type() {
+                        c
+                    } else {
+                        cast(c, d.data_type().clone())
+                    };
                     c.alias(d.name())
                 })
                 .collect()
         }
     };
-    Ok(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(SqlError::from)?))
+    Ok(LogicalPlan::Projection(
+        Projection::try_new(exprs, Arc::new(plan)).map_err(SqlError::from)?,
+    ))
 }
 
 /// Cuts a physical plan at its windowed aggregate into stages.
 fn split_stages(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Vec<Stage>> {
     let (upper, found) = cut_window(plan)?;
     match found {
-        None => Ok(vec![Stage::Plan { plan: upper, input: None }]),
+        None => Ok(vec![Stage::Plan {
+            plan: upper,
+            input: None,
+        }]),
         Some((w, below, feed)) => {
             let mut stages = split_stages(below)?;
             stages.push(Stage::Window(Box::new(w)));
-            let is_leaf = upper.downcast_ref::<FeedExec>().is_some_and(|f| Arc::ptr_eq(f.feed(), &feed));
+            let is_leaf = upper
+                .downcast_ref::<FeedExec>()
+                .is_some_and(|f| Arc::ptr_eq(f.feed(), &feed));
             if !is_leaf {
-                stages.push(Stage::Plan { plan: upper, input: Some(feed) });
+                stages.push(Stage::Plan {
+                    plan: upper,
+                    input: Some(feed),
+                });
             }
             Ok(stages)
         }
@@ -427,14 +590,19 @@ fn split_stages(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Vec<St
 
 type Cut = (WindowAggregate, Arc<dyn ExecutionPlan>, Arc<Feed>);
 
-fn cut_window(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<(Arc<dyn ExecutionPlan>, Option<Cut>)> {
+fn cut_window(
+    plan: Arc<dyn ExecutionPlan>,
+) -> skystream_engine::Result<(Arc<dyn ExecutionPlan>, Option<Cut>)> {
     if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
         if window::is_windowed(agg) {
             let w = WindowAggregate::try_new(agg)?;
             let below = window::raw_input(agg).clone();
             let columns = (0..agg.schema().fields().len()).collect();
             let feed = Feed::new("window", agg.schema(), columns);
-            return Ok((Arc::new(FeedExec::new(feed.clone())), Some((w, below, feed))));
+            return Ok((
+                Arc::new(FeedExec::new(feed.clone())),
+                Some((w, below, feed)),
+            ));
         }
     }
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
@@ -447,7 +615,9 @@ fn cut_window(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<(Arc<dyn
         let (nc, f) = cut_window(c)?;
         if f.is_some() {
             if found.is_some() {
-                return Err(skystream_engine::Error::plan("a query may combine only one windowed aggregate (joins and unions of windows are not supported yet)"));
+                return Err(skystream_engine::Error::plan(
+                    "a query may combine only one windowed aggregate (joins and unions of windows are not supported yet)",
+                ));
             }
             found = f;
         }
@@ -475,7 +645,11 @@ fn describe_flow(target: &str, stages: &[Stage]) -> String {
     for (i, st) in stages.iter().enumerate() {
         match st {
             Stage::Plan { plan, input } => {
-                let when = if input.is_some() { "per emitted window" } else { "per source batch" };
+                let when = if input.is_some() {
+                    "per emitted window"
+                } else {
+                    "per source batch"
+                };
                 s.push_str(&format!("  stage {i}: DataFusion plan, run {when}\n"));
                 for line in displayable(plan.as_ref()).indent(false).to_string().lines() {
                     s.push_str(&format!("    {line}\n"));
@@ -486,9 +660,15 @@ fn describe_flow(target: &str, stages: &[Stage]) -> String {
                 let kind = if spec.slide_ns == spec.width_ns {
                     format!("tumble({}s)", spec.width_ns as f64 / 1e9)
                 } else {
-                    format!("hop(slide {}s, width {}s)", spec.slide_ns as f64 / 1e9, spec.width_ns as f64 / 1e9)
+                    format!(
+                        "hop(slide {}s, width {}s)",
+                        spec.slide_ns as f64 / 1e9,
+                        spec.width_ns as f64 / 1e9
+                    )
                 };
-                s.push_str(&format!("  stage {i}: window aggregate {kind} over panes\n"));
+                s.push_str(&format!(
+                    "  stage {i}: window aggregate {kind} over panes\n"
+                ));
             }
         }
     }

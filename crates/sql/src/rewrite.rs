@@ -95,7 +95,10 @@ pub fn lateral_unnest(plan: LogicalPlan) -> Result<LogicalPlan> {
         let LogicalPlan::Join(j) = &node else {
             return Ok(Transformed::no(node));
         };
-        if j.join_type != datafusion::logical_expr::JoinType::Inner || !j.on.is_empty() || j.filter.is_some() {
+        if j.join_type != datafusion::logical_expr::JoinType::Inner
+            || !j.on.is_empty()
+            || j.filter.is_some()
+        {
             return Ok(Transformed::no(node));
         }
         let sub = match j.right.as_ref() {
@@ -133,7 +136,12 @@ pub fn lateral_unnest(plan: LogicalPlan) -> Result<LogicalPlan> {
                 .map(|t| t.data)
         };
         let left = j.left.as_ref().clone();
-        let left_cols: Vec<Expr> = left.schema().columns().into_iter().map(Expr::Column).collect();
+        let left_cols: Vec<Expr> = left
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
         let n_left = left_cols.len();
         let with = |exprs: &[Expr]| -> Result<Vec<Expr>> {
             let mut v = left_cols.clone();
@@ -150,10 +158,20 @@ pub fn lateral_unnest(plan: LogicalPlan) -> Result<LogicalPlan> {
         }
         let built = b.build()?;
         let mut exprs = left_cols.clone();
-        for ((q, f), (rq, rf)) in built.schema().iter().skip(n_left).zip(j.right.schema().iter()) {
-            exprs.push(Expr::Column(Column::new(q.cloned(), f.name())).alias_qualified(rq.cloned(), rf.name()));
+        for ((q, f), (rq, rf)) in built
+            .schema()
+            .iter()
+            .skip(n_left)
+            .zip(j.right.schema().iter())
+        {
+            exprs.push(
+                Expr::Column(Column::new(q.cloned(), f.name()))
+                    .alias_qualified(rq.cloned(), rf.name()),
+            );
         }
-        Ok(Transformed::yes(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(built))?)))
+        Ok(Transformed::yes(LogicalPlan::Projection(
+            Projection::try_new(exprs, Arc::new(built))?,
+        )))
     })
     .map(|t| t.data)
 }

@@ -42,7 +42,11 @@ impl ScriptStatement {
     /// Position of the first occurrence of keyword sequence `words` (e.g. `["ORDER", "BY"]`),
     /// skipping those inside `OVER (...)` when `outside_over` is set.
     pub fn find_keywords(&self, words: &[&str], outside_over: bool) -> Option<(u64, u64)> {
-        let toks: Vec<&TokenWithSpan> = self.tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
+        let toks: Vec<&TokenWithSpan> = self
+            .tokens
+            .iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect();
         let mut over_depth: Option<usize> = None;
         let mut depth = 0usize;
         for i in 0..toks.len() {
@@ -63,7 +67,9 @@ impl ScriptStatement {
                 continue;
             }
             let matches = words.iter().enumerate().all(|(k, word)| {
-                toks.get(i + k).is_some_and(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(word)))
+                toks.get(i + k).is_some_and(
+                    |t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(word)),
+                )
             });
             if matches {
                 return Some((toks[i].span.start.line, toks[i].span.start.column));
@@ -74,30 +80,49 @@ impl ScriptStatement {
 
     /// Position of the first call of function `name`.
     pub fn find_call(&self, name: &str) -> Option<(u64, u64)> {
-        let toks: Vec<&TokenWithSpan> = self.tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
-        toks.windows(2).find_map(|w| match (&w[0].token, &w[1].token) {
-            (Token::Word(word), Token::LParen) if word.value.eq_ignore_ascii_case(name) => {
-                Some((w[0].span.start.line, w[0].span.start.column))
-            }
-            _ => None,
-        })
+        let toks: Vec<&TokenWithSpan> = self
+            .tokens
+            .iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect();
+        toks.windows(2)
+            .find_map(|w| match (&w[0].token, &w[1].token) {
+                (Token::Word(word), Token::LParen) if word.value.eq_ignore_ascii_case(name) => {
+                    Some((w[0].span.start.line, w[0].span.start.column))
+                }
+                _ => None,
+            })
     }
 }
 
 /// Parses a script into statements.
 pub fn parse_script(sql: &str) -> Result<Vec<ScriptStatement>, SqlError> {
     let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| {
-        SqlError::at(format!("syntax error: {}", e.message), e.location.line, e.location.column)
-    })?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| {
+            SqlError::at(
+                format!("syntax error: {}", e.message),
+                e.location.line,
+                e.location.column,
+            )
+        })?;
     // Cut WATERMARK clauses out of the text, then tokenize again.
     let (text, watermarks) = cut_watermarks(sql, &tokens)?;
-    let tokens = Tokenizer::new(&dialect, &text).tokenize_with_location().map_err(|e| {
-        SqlError::at(format!("syntax error: {}", e.message), e.location.line, e.location.column)
-    })?;
+    let tokens = Tokenizer::new(&dialect, &text)
+        .tokenize_with_location()
+        .map_err(|e| {
+            SqlError::at(
+                format!("syntax error: {}", e.message),
+                e.location.line,
+                e.location.column,
+            )
+        })?;
     let mut out = Vec::new();
     let mut current: Vec<TokenWithSpan> = Vec::new();
-    let flush = |current: &mut Vec<TokenWithSpan>, out: &mut Vec<ScriptStatement>| -> Result<(), SqlError> {
+    let flush = |current: &mut Vec<TokenWithSpan>,
+                 out: &mut Vec<ScriptStatement>|
+     -> Result<(), SqlError> {
         let toks = std::mem::take(current);
         if toks.iter().all(|t| matches!(t.token, Token::Whitespace(_))) {
             return Ok(());
@@ -107,17 +132,30 @@ pub fn parse_script(sql: &str) -> Result<Vec<ScriptStatement>, SqlError> {
         if parser.peek_token().token != Token::EOF {
             let t = parser.peek_token();
             return Err(SqlError::at(
-                format!("syntax error: unexpected '{}' after the end of a statement (missing ';'?)", t.token),
+                format!(
+                    "syntax error: unexpected '{}' after the end of a statement (missing ';'?)",
+                    t.token
+                ),
                 t.span.start.line,
                 t.span.start.column,
             ));
         }
-        let first = toks.iter().find(|t| !matches!(t.token, Token::Whitespace(_))).map(|t| t.span.start);
+        let first = toks
+            .iter()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|t| t.span.start);
         let watermark = first.and_then(|start| {
             let end = toks.last().map(|t| t.span.end).unwrap_or(start);
-            watermarks.iter().find(|w| loc_in(w.line, w.col, start, end)).cloned()
+            watermarks
+                .iter()
+                .find(|w| loc_in(w.line, w.col, start, end))
+                .cloned()
         });
-        out.push(ScriptStatement { statement, tokens: toks, watermark });
+        out.push(ScriptStatement {
+            statement,
+            tokens: toks,
+            watermark,
+        });
         Ok(())
     };
     for t in tokens {
@@ -137,22 +175,39 @@ fn loc_in(line: u64, col: u64, start: Location, end: Location) -> bool {
 
 /// Byte offset of a (line, column) location, columns counted in characters.
 fn offset_of(sql: &str, line_starts: &[usize], loc: Location) -> usize {
-    let ls = line_starts.get((loc.line as usize).saturating_sub(1)).copied().unwrap_or(sql.len());
-    sql[ls..].char_indices().nth((loc.column as usize).saturating_sub(1)).map(|(i, _)| ls + i).unwrap_or(sql.len())
+    let ls = line_starts
+        .get((loc.line as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(sql.len());
+    sql[ls..]
+        .char_indices()
+        .nth((loc.column as usize).saturating_sub(1))
+        .map(|(i, _)| ls + i)
+        .unwrap_or(sql.len())
 }
 
-fn cut_watermarks(sql: &str, tokens: &[TokenWithSpan]) -> Result<(String, Vec<WatermarkDecl>), SqlError> {
+fn cut_watermarks(
+    sql: &str,
+    tokens: &[TokenWithSpan],
+) -> Result<(String, Vec<WatermarkDecl>), SqlError> {
     let mut line_starts = vec![0];
     line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-    let sig: Vec<(usize, &TokenWithSpan)> =
-        tokens.iter().enumerate().filter(|(_, t)| !matches!(t.token, Token::Whitespace(_))).collect();
+    let sig: Vec<(usize, &TokenWithSpan)> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
     let mut text = sql.as_bytes().to_vec();
     let mut decls = Vec::new();
     let is_word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.value.eq_ignore_ascii_case(w) && x.quote_style.is_none());
     let mut k = 0;
     while k < sig.len() {
         let (_, t) = sig[k];
-        if !(is_word(&t.token, "WATERMARK") && sig.get(k + 1).is_some_and(|(_, n)| is_word(&n.token, "FOR"))) {
+        if !(is_word(&t.token, "WATERMARK")
+            && sig
+                .get(k + 1)
+                .is_some_and(|(_, n)| is_word(&n.token, "FOR")))
+        {
             k += 1;
             continue;
         }
@@ -160,7 +215,11 @@ fn cut_watermarks(sql: &str, tokens: &[TokenWithSpan]) -> Result<(String, Vec<Wa
         let err = |m: &str| SqlError::at(m.to_string(), line, col);
         let column = match sig.get(k + 2).map(|(_, t)| &t.token) {
             Some(Token::Word(w)) => w.value.clone(),
-            _ => return Err(err("WATERMARK FOR must name a column: WATERMARK FOR ts AS ts - INTERVAL '5' SECOND")),
+            _ => {
+                return Err(err(
+                    "WATERMARK FOR must name a column: WATERMARK FOR ts AS ts - INTERVAL '5' SECOND",
+                ));
+            }
         };
         if !sig.get(k + 3).is_some_and(|(_, t)| is_word(&t.token, "AS")) {
             return Err(err("expected AS after WATERMARK FOR <column>"));
@@ -211,12 +270,18 @@ fn cut_watermarks(sql: &str, tokens: &[TokenWithSpan]) -> Result<(String, Vec<Wa
             text[lp] = b' ';
             text[rp] = b' ';
         }
-        decls.push(WatermarkDecl { column, delay_ns, line, col });
+        decls.push(WatermarkDecl {
+            column,
+            delay_ns,
+            line,
+            col,
+        });
         k = end;
     }
     // Only ASCII bytes were overwritten (with spaces) and multi-byte characters are either kept
     // whole or fully blanked, so the text stays valid UTF-8.
-    let text = String::from_utf8(text).map_err(|_| SqlError::new("internal: invalid text after WATERMARK removal"))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| SqlError::new("internal: invalid text after WATERMARK removal"))?;
     Ok((text, decls))
 }
 
@@ -227,38 +292,43 @@ fn watermark_delay(column: &str, expr: &str) -> Result<i64, String> {
         .try_with_sql(expr)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| format!("invalid WATERMARK expression: {e}"))?;
-    let usage = format!("WATERMARK expressions have the form `{column}` or `{column} - INTERVAL '5' SECOND`");
-    let is_col = |e: &SqlExpr| matches!(e, SqlExpr::Identifier(i) if i.value.eq_ignore_ascii_case(column));
+    let usage = format!(
+        "WATERMARK expressions have the form `{column}` or `{column} - INTERVAL '5' SECOND`"
+    );
+    let is_col =
+        |e: &SqlExpr| matches!(e, SqlExpr::Identifier(i) if i.value.eq_ignore_ascii_case(column));
     match &parsed {
         e if is_col(e) => Ok(0),
-        SqlExpr::BinaryOp { left, op: datafusion::sql::sqlparser::ast::BinaryOperator::Minus, right } if is_col(left) => {
-            match right.as_ref() {
-                SqlExpr::Interval(iv) => {
-                    let value = match iv.value.as_ref() {
-                        SqlExpr::Value(v) => match &v.value {
-                            Value::SingleQuotedString(s) | Value::Number(s, _) => s.clone(),
-                            _ => return Err(usage),
-                        },
+        SqlExpr::BinaryOp {
+            left,
+            op: datafusion::sql::sqlparser::ast::BinaryOperator::Minus,
+            right,
+        } if is_col(left) => match right.as_ref() {
+            SqlExpr::Interval(iv) => {
+                let value = match iv.value.as_ref() {
+                    SqlExpr::Value(v) => match &v.value {
+                        Value::SingleQuotedString(s) | Value::Number(s, _) => s.clone(),
                         _ => return Err(usage),
-                    };
-                    let text = match &iv.leading_field {
-                        Some(f) => format!("{value} {f}"),
-                        None => value,
-                    };
-                    let v = arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(&text)
-                        .map_err(|e| format!("invalid WATERMARK interval '{text}': {e}"))?;
-                    if v.months != 0 {
-                        return Err("a WATERMARK delay must not be in months or years".into());
-                    }
-                    let ns = v.days as i64 * 86_400_000_000_000 + v.nanoseconds;
-                    if ns < 0 {
-                        return Err("a WATERMARK delay must not be negative".into());
-                    }
-                    Ok(ns)
+                    },
+                    _ => return Err(usage),
+                };
+                let text = match &iv.leading_field {
+                    Some(f) => format!("{value} {f}"),
+                    None => value,
+                };
+                let v = arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(&text)
+                    .map_err(|e| format!("invalid WATERMARK interval '{text}': {e}"))?;
+                if v.months != 0 {
+                    return Err("a WATERMARK delay must not be in months or years".into());
                 }
-                _ => Err(usage),
+                let ns = v.days as i64 * 86_400_000_000_000 + v.nanoseconds;
+                if ns < 0 {
+                    return Err("a WATERMARK delay must not be negative".into());
+                }
+                Ok(ns)
             }
-        }
+            _ => Err(usage),
+        },
         _ => Err(usage),
     }
 }
@@ -273,9 +343,14 @@ mod tests {
         let stmts = parse_script(sql).unwrap();
         assert_eq!(stmts.len(), 2);
         let w = stmts[0].watermark.clone().unwrap();
-        assert_eq!((w.column.as_str(), w.delay_ns, w.line, w.col), ("ts", 5_000_000_000, 4, 3));
+        assert_eq!(
+            (w.column.as_str(), w.delay_ns, w.line, w.col),
+            ("ts", 5_000_000_000, 4, 3)
+        );
         assert_eq!(stmts[1].start(), (6, 1));
-        let Statement::CreateTable(ct) = &stmts[0].statement else { panic!() };
+        let Statement::CreateTable(ct) = &stmts[0].statement else {
+            panic!()
+        };
         assert_eq!(ct.columns.len(), 2);
     }
 
@@ -283,14 +358,22 @@ mod tests {
     fn watermark_alone_leaves_no_columns() {
         let sql = "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '10 seconds') WITH (connector = 'x')";
         let stmts = parse_script(sql).unwrap();
-        let Statement::CreateTable(ct) = &stmts[0].statement else { panic!() };
+        let Statement::CreateTable(ct) = &stmts[0].statement else {
+            panic!()
+        };
         assert!(ct.columns.is_empty());
-        assert_eq!(stmts[0].watermark.as_ref().unwrap().delay_ns, 10_000_000_000);
+        assert_eq!(
+            stmts[0].watermark.as_ref().unwrap().delay_ns,
+            10_000_000_000
+        );
     }
 
     #[test]
     fn bad_watermark_expression_is_positioned() {
-        let e = parse_script("CREATE TABLE t (ts TIMESTAMP,\n WATERMARK FOR ts AS ts * 2) WITH (connector='x')").unwrap_err();
+        let e = parse_script(
+            "CREATE TABLE t (ts TIMESTAMP,\n WATERMARK FOR ts AS ts * 2) WITH (connector='x')",
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.column), (Some(2), Some(22)), "{e}");
     }
 

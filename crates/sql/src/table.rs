@@ -43,7 +43,9 @@ impl TableProvider for StreamTable {
             None => (0..self.schema.fields().len()).collect(),
         };
         let schema = Arc::new(self.schema.project(&columns)?);
-        Ok(Arc::new(FeedExec::new(Feed::new(&self.name, schema, columns))))
+        Ok(Arc::new(FeedExec::new(Feed::new(
+            &self.name, schema, columns,
+        ))))
     }
 }
 

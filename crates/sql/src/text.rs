@@ -19,11 +19,18 @@ mod stopwords;
 /// Languages with a stopword list.
 pub const STOPWORD_LANGS: &[&str] = &["en", "pt", "es", "de", "fr", "it", "nl", "ja", "ko"];
 
-static ALL_STOPWORDS: LazyLock<HashSet<&'static str>> =
-    LazyLock::new(|| stopwords::LISTS.iter().flat_map(|(_, words)| words.split_whitespace()).collect());
+static ALL_STOPWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    stopwords::LISTS
+        .iter()
+        .flat_map(|(_, words)| words.split_whitespace())
+        .collect()
+});
 
 static BY_LANG: LazyLock<Vec<(&'static str, HashSet<&'static str>)>> = LazyLock::new(|| {
-    stopwords::LISTS.iter().map(|(l, words)| (*l, words.split_whitespace().collect())).collect()
+    stopwords::LISTS
+        .iter()
+        .map(|(l, words)| (*l, words.split_whitespace().collect()))
+        .collect()
 });
 
 /// Which stopwords apply.
@@ -54,10 +61,16 @@ fn primary(tag: &str) -> &str {
 fn is_url_or_mention(chunk: &str) -> bool {
     chunk.starts_with('@')
         || chunk.contains("://")
-        || chunk.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("www."))
-        || (chunk.contains('/') && chunk.split('/').next().is_some_and(|host| {
-            host.contains('.') && host.rsplit('.').next().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
-        }))
+        || chunk
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("www."))
+        || (chunk.contains('/')
+            && chunk.split('/').next().is_some_and(|host| {
+                host.contains('.')
+                    && host.rsplit('.').next().is_some_and(|tld| {
+                        tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())
+                    })
+            }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -121,7 +134,11 @@ fn finish_word(buf: &mut String, stop: Stopwords<'_>, emit: &mut impl FnMut(&str
             buf.truncate(buf.len() - suffix.len());
         }
     }
-    if buf.chars().count() < 2 && buf.chars().all(|c| c.is_ascii() || script(c) == Script::Other) {
+    if buf.chars().count() < 2
+        && buf
+            .chars()
+            .all(|c| c.is_ascii() || script(c) == Script::Other)
+    {
         return;
     }
     if !stop.contains(buf) {
@@ -216,7 +233,9 @@ pub fn for_each_hashtag(text: &str, mut emit: impl FnMut(&str)) {
         let before = rest[..pos].chars().next_back();
         let hash_len = rest[pos..].chars().next().map(char::len_utf8).unwrap_or(1);
         let after = &rest[pos + hash_len..];
-        let end = after.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(after.len());
+        let end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
         let tag = &after[..end];
         // A tag starts a word: "a#b" is not a hashtag.
         if before.is_none_or(|c| !c.is_alphanumeric()) {
@@ -239,7 +258,9 @@ mod tests {
     #[test]
     fn english_stopwords_urls_and_mentions_go() {
         assert_eq!(
-            kw("The Eclipse is AMAZING today!! see https://x.com/a and @bob.bsky.social www.foo.com youtube.com/watch?v=1"),
+            kw(
+                "The Eclipse is AMAZING today!! see https://x.com/a and @bob.bsky.social www.foo.com youtube.com/watch?v=1"
+            ),
             vec!["eclipse", "amazing", "today"]
         );
         assert_eq!(kw("lol the good morning"), Vec::<String>::new());
@@ -252,9 +273,18 @@ mod tests {
 
     #[test]
     fn other_languages() {
-        assert_eq!(kw("O jogo de hoje foi incrível"), vec!["jogo", "hoje", "incrível"]);
-        assert_eq!(kw("Die Regierung und der Kanzler"), vec!["regierung", "kanzler"]);
-        assert_eq!(kw("Élection présidentielle"), vec!["élection", "présidentielle"]);
+        assert_eq!(
+            kw("O jogo de hoje foi incrível"),
+            vec!["jogo", "hoje", "incrível"]
+        );
+        assert_eq!(
+            kw("Die Regierung und der Kanzler"),
+            vec!["regierung", "kanzler"]
+        );
+        assert_eq!(
+            kw("Élection présidentielle"),
+            vec!["élection", "présidentielle"]
+        );
     }
 
     #[test]
@@ -263,7 +293,10 @@ mod tests {
         let k = kw("今日は地震がありました。トランプ大統領");
         assert!(k.contains(&"地震".to_string()), "{k:?}");
         assert!(k.contains(&"トランプ".to_string()), "{k:?}");
-        assert!(k.contains(&"大統".to_string()) && k.contains(&"統領".to_string()), "{k:?}");
+        assert!(
+            k.contains(&"大統".to_string()) && k.contains(&"統領".to_string()),
+            "{k:?}"
+        );
         assert!(k.iter().all(|w| !w.is_empty() && w.chars().count() >= 1));
         // Korean words stay whole; common particles-only words are stopwords.
         let k = kw("오늘 날씨 정말 좋다");
@@ -273,14 +306,23 @@ mod tests {
     #[test]
     fn language_specific_stopwords() {
         // "die" is a German stopword but an English word.
-        assert_eq!(keywords("plants die", Stopwords::Langs(&["en"])), vec!["plants", "die"]);
-        assert_eq!(keywords("plants die", Stopwords::Langs(&["de-DE"])), vec!["plants"]);
+        assert_eq!(
+            keywords("plants die", Stopwords::Langs(&["en"])),
+            vec!["plants", "die"]
+        );
+        assert_eq!(
+            keywords("plants die", Stopwords::Langs(&["de-DE"])),
+            vec!["plants"]
+        );
     }
 
     #[test]
     fn hashtags_in_text() {
         let mut tags = Vec::new();
-        for_each_hashtag("Go #Eclipse2026 and #日食! not a#b nor #123 #under_score", |t| tags.push(t.to_string()));
+        for_each_hashtag(
+            "Go #Eclipse2026 and #日食! not a#b nor #123 #under_score",
+            |t| tags.push(t.to_string()),
+        );
         assert_eq!(tags, vec!["eclipse2026", "日食", "under_score"]);
     }
 }

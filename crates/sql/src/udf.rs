@@ -33,7 +33,11 @@ fn list_of_strings() -> DataType {
 }
 
 fn to_utf8(a: &ArrayRef) -> Result<ArrayRef> {
-    Ok(if a.data_type() == &DataType::Utf8 { a.clone() } else { arrow::compute::cast(a, &DataType::Utf8)? })
+    Ok(if a.data_type() == &DataType::Utf8 {
+        a.clone()
+    } else {
+        arrow::compute::cast(a, &DataType::Utf8)?
+    })
 }
 
 /// `keywords(text [, langs])`: the normalised keywords of a text, deduplicated per row, as a
@@ -46,12 +50,16 @@ pub struct Keywords {
 
 impl Keywords {
     pub fn new() -> Self {
-        let mut sigs: Vec<TypeSignature> =
-            string_types().into_iter().map(|t| TypeSignature::Exact(vec![t])).collect();
+        let mut sigs: Vec<TypeSignature> = string_types()
+            .into_iter()
+            .map(|t| TypeSignature::Exact(vec![t]))
+            .collect();
         for t in string_types() {
             sigs.push(TypeSignature::Exact(vec![t, list_of_strings()]));
         }
-        Self { signature: Signature::one_of(sigs, Volatility::Immutable) }
+        Self {
+            signature: Signature::one_of(sigs, Volatility::Immutable),
+        }
     }
 }
 
@@ -96,7 +104,11 @@ impl ScalarUDFImpl for Keywords {
                 _ => false,
             };
             let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
-            let stop = if stop { Stopwords::Langs(&tag_refs) } else { Stopwords::All };
+            let stop = if stop {
+                Stopwords::Langs(&tag_refs)
+            } else {
+                Stopwords::All
+            };
             seen.clear();
             for_each_keyword(text.value(i), stop, |w| {
                 // Deduplicate within the row: a word counts once per post.
@@ -123,7 +135,9 @@ pub struct Hashtags {
 
 impl Hashtags {
     pub fn new() -> Self {
-        Self { signature: Signature::uniform(1, string_types(), Volatility::Immutable) }
+        Self {
+            signature: Signature::uniform(1, string_types(), Volatility::Immutable),
+        }
     }
 }
 
@@ -181,7 +195,10 @@ pub struct WindowFn {
 
 impl WindowFn {
     pub fn new(name: &'static str) -> Self {
-        Self { name, signature: Signature::variadic_any(Volatility::Volatile) }
+        Self {
+            name,
+            signature: Signature::variadic_any(Volatility::Volatile),
+        }
     }
 
     fn visible_args(&self) -> usize {
@@ -199,8 +216,16 @@ impl ScalarUDFImpl for WindowFn {
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         let n = self.visible_args();
         if arg_types.len() != n && arg_types.len() != n + 1 {
-            let usage = if self.name == HOP { "hop(slide, width)" } else { "tumble(width)" };
-            return plan_err!("{} takes {n} interval argument{}: {usage}", self.name, if n > 1 { "s" } else { "" });
+            let usage = if self.name == HOP {
+                "hop(slide, width)"
+            } else {
+                "tumble(width)"
+            };
+            return plan_err!(
+                "{} takes {n} interval argument{}: {usage}",
+                self.name,
+                if n > 1 { "s" } else { "" }
+            );
         }
         for t in &arg_types[..n] {
             if !matches!(t, DataType::Interval(_) | DataType::Duration(_)) {
@@ -209,17 +234,26 @@ impl ScalarUDFImpl for WindowFn {
                 } else {
                     "tumble(INTERVAL '1' MINUTE)"
                 };
-                return plan_err!("{}: arguments must be intervals, e.g. {usage}; got {t}", self.name);
+                return plan_err!(
+                    "{}: arguments must be intervals, e.g. {usage}; got {t}",
+                    self.name
+                );
             }
         }
         Ok(window_type())
     }
     fn schema_name(&self, args: &[Expr]) -> Result<String> {
-        let shown: Vec<String> =
-            args.iter().take(self.visible_args()).map(|a| a.schema_name().to_string()).collect();
+        let shown: Vec<String> = args
+            .iter()
+            .take(self.visible_args())
+            .map(|a| a.schema_name().to_string())
+            .collect();
         Ok(format!("{}({})", self.name, shown.join(",")))
     }
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        exec_err!("{}() can only be used in the GROUP BY of a streaming query", self.name)
+        exec_err!(
+            "{}() can only be used in the GROUP BY of a streaming query",
+            self.name
+        )
     }
 }

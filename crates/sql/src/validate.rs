@@ -45,7 +45,13 @@ fn refers_to_window(e: &Expr, cols: &HashSet<String>) -> bool {
 }
 
 fn has_subquery(e: &Expr) -> bool {
-    e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)))).unwrap_or(false)
+    e.exists(|x| {
+        Ok(matches!(
+            x,
+            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+        ))
+    })
+    .unwrap_or(false)
 }
 
 fn walk(plan: &LogicalPlan, st: &ScriptStatement) -> Result<Kind, SqlError> {
