@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/skystream/target}"
 if command -v cargo-nextest >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast "$@"
+    cargo nextest run --release --workspace --locked --no-fail-fast "$@"
 else
-    cargo test --workspace --locked --no-fail-fast "$@"
+    cargo test --release --workspace --locked --no-fail-fast "$@"
 fi

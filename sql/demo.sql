@@ -46,4 +46,4 @@ FROM (
     FROM keyword_counts
 )
 WHERE rank <= 10
-ORDER BY rank;
+ORDER BY window_end, rank;

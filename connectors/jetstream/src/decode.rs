@@ -99,7 +99,9 @@ fn normalize_tag(tag: &str) -> Option<String> {
     Some(t.to_lowercase())
 }
 
-/// What one line of Jetstream JSON is.
+/// What one line of Jetstream JSON is. Returned by value once per event: boxing the large
+/// variant would cost an allocation per post.
+#[allow(clippy::large_enum_variant)]
 enum Parsed<'a> {
     Post(Event<'a>),
     Other,
@@ -165,10 +167,10 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
             .filter_map(|f| f.tag.as_deref())
             .chain(r.tags.iter().flatten().map(|t| t.as_ref()));
         for t in tags {
-            if let Some(t) = normalize_tag(t) {
-                if !b.list_contains(8, &t) {
-                    b.push_list_value(8, &t);
-                }
+            if let Some(t) = normalize_tag(t)
+                && !b.list_contains(8, &t)
+            {
+                b.push_list_value(8, &t);
             }
         }
     }
@@ -213,10 +215,10 @@ pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
         .filter_map(|f| f.tag.as_deref())
         .chain(r.tags.iter().flatten().map(|t| t.as_ref()))
     {
-        if let Some(t) = normalize_tag(t) {
-            if !hashtags.contains(&t) {
-                hashtags.push(t);
-            }
+        if let Some(t) = normalize_tag(t)
+            && !hashtags.contains(&t)
+        {
+            hashtags.push(t);
         }
     }
     let of_kind = |k: &str, get: fn(&Feature<'_>) -> Option<String>| -> Vec<String> {

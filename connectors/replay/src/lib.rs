@@ -294,26 +294,26 @@ impl Source for LinesSource {
                         );
                     }
                 }
-                if self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()) {
-                    if let Some(batch) = self.decoder.flush()? {
-                        if let Some(t) = first_time(&batch, self.time_col) {
-                            let d = self.pacer.delay(t);
-                            if !d.is_zero() {
-                                sleep_with_heartbeats(&ctx, &self.pacer, d).await;
-                            }
+                if (self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()))
+                    && let Some(batch) = self.decoder.flush()?
+                {
+                    if let Some(t) = first_time(&batch, self.time_col) {
+                        let d = self.pacer.delay(t);
+                        if !d.is_zero() {
+                            sleep_with_heartbeats(&ctx, &self.pacer, d).await;
                         }
-                        let position = Some(serde_json::json!({ "line": line_no }));
-                        if ctx
-                            .send(SourceEvent::Batch { batch, position })
-                            .await
-                            .is_err()
-                        {
-                            return Ok(());
-                        }
-                        yield_every += 1;
-                        if yield_every % 8 == 0 {
-                            tokio::task::yield_now().await;
-                        }
+                    }
+                    let position = Some(serde_json::json!({ "line": line_no }));
+                    if ctx
+                        .send(SourceEvent::Batch { batch, position })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    yield_every += 1;
+                    if yield_every.is_multiple_of(8) {
+                        tokio::task::yield_now().await;
                     }
                 }
                 if done {
@@ -363,16 +363,15 @@ pub async fn sleep_with_heartbeats(ctx: &SourceContext, pacer: &Pacer, d: Durati
             break;
         }
         tokio::time::sleep(left.min(Duration::from_millis(100))).await;
-        if let Some(clock) = pacer.clock() {
-            if ctx
+        if let Some(clock) = pacer.clock()
+            && ctx
                 .send(SourceEvent::Heartbeat {
                     event_time_ns: clock,
                 })
                 .await
                 .is_err()
-            {
-                return;
-            }
+        {
+            return;
         }
     }
 }

@@ -138,12 +138,12 @@ impl Connector for FileConnector {
 
     fn create_sink(&self, table: &TableDef, _schema: SchemaRef) -> Result<Box<dyn Sink>> {
         let (path, truncate) = file_config(table)?;
-        if let Some(dir) = std::path::Path::new(&path).parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::connector("file", format!("cannot create '{}': {e}", dir.display()))
-                })?;
-            }
+        if let Some(dir) = std::path::Path::new(&path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::connector("file", format!("cannot create '{}': {e}", dir.display()))
+            })?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -149,10 +149,10 @@ impl Connector for SyntheticConnector {
 
 /// Writes the planted bursts as pretty JSON.
 pub fn write_ground_truth(path: &str, truth: &[BurstTruth]) -> std::io::Result<()> {
-    if let Some(dir) = std::path::Path::new(path).parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
+    if let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
     }
     std::fs::write(
         path,
@@ -210,25 +210,25 @@ impl Source for SyntheticSource {
                     );
                 }
                 let done = next.is_none();
-                if self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()) {
-                    if let Some(batch) = self.decoder.flush()? {
-                        if let Some(t) = batch_start.take() {
-                            let d = self.pacer.delay(t);
-                            if !d.is_zero() {
-                                sleep_with_heartbeats(&ctx, &self.pacer, d).await;
-                            }
+                if (self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()))
+                    && let Some(batch) = self.decoder.flush()?
+                {
+                    if let Some(t) = batch_start.take() {
+                        let d = self.pacer.delay(t);
+                        if !d.is_zero() {
+                            sleep_with_heartbeats(&ctx, &self.pacer, d).await;
                         }
-                        let position = Some(serde_json::json!({ "events": n }));
-                        if ctx
-                            .send(SourceEvent::Batch { batch, position })
-                            .await
-                            .is_err()
-                        {
-                            return Ok(());
-                        }
-                        if n % (8 * batch_size as u64).max(1) < batch_size as u64 {
-                            tokio::task::yield_now().await;
-                        }
+                    }
+                    let position = Some(serde_json::json!({ "events": n }));
+                    if ctx
+                        .send(SourceEvent::Batch { batch, position })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    if n % (8 * batch_size as u64).max(1) < batch_size as u64 {
+                        tokio::task::yield_now().await;
                     }
                 }
                 if done {

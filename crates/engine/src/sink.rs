@@ -21,10 +21,12 @@ pub trait Sink: Send {
     }
 }
 
+type MemoryTable = (SchemaRef, Vec<RecordBatch>);
+
 /// Named in-memory tables shared between a [`MemorySink`] and whoever reads the results.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryTables {
-    tables: Arc<Mutex<HashMap<String, (SchemaRef, Vec<RecordBatch>)>>>,
+    tables: Arc<Mutex<HashMap<String, MemoryTable>>>,
 }
 
 impl MemoryTables {
@@ -41,7 +43,7 @@ impl MemoryTables {
     }
 
     /// The batches written to `name` so far.
-    pub fn batches(&self, name: &str) -> Option<(SchemaRef, Vec<RecordBatch>)> {
+    pub fn batches(&self, name: &str) -> Option<MemoryTable> {
         self.tables.lock().unwrap().get(name).cloned()
     }
 }

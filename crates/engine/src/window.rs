@@ -146,10 +146,9 @@ fn partial_of(agg: &AggregateExec) -> &AggregateExec {
     if matches!(
         agg.mode(),
         AggregateMode::Final | AggregateMode::FinalPartitioned
-    ) {
-        if let Some(p) = agg.input().downcast_ref::<AggregateExec>() {
-            return p;
-        }
+    ) && let Some(p) = agg.input().downcast_ref::<AggregateExec>()
+    {
+        return p;
     }
     agg
 }

@@ -30,11 +30,11 @@ impl SqlError {
 
     /// Sets the position unless one is already known.
     pub fn or_at(mut self, pos: Option<(u64, u64)>) -> Self {
-        if self.line.is_none() {
-            if let Some((l, c)) = pos {
-                self.line = Some(l);
-                self.column = Some(c);
-            }
+        if self.line.is_none()
+            && let Some((l, c)) = pos
+        {
+            self.line = Some(l);
+            self.column = Some(c);
         }
         self
     }

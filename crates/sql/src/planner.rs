@@ -258,8 +258,10 @@ pub async fn plan_script(
                             Some(Arc::new(m.input.schema().as_arrow().clone()))
                         }
                         _ => {
-                            return Err(SqlError::new("internal: unexpected plan for CREATE TABLE")
-                                .or_at(pos));
+                            return Err(SqlError::new(
+                                "internal: unexpected plan for CREATE TABLE",
+                            )
+                            .or_at(pos));
                         }
                     }
                 };
@@ -593,17 +595,17 @@ type Cut = (WindowAggregate, Arc<dyn ExecutionPlan>, Arc<Feed>);
 fn cut_window(
     plan: Arc<dyn ExecutionPlan>,
 ) -> skystream_engine::Result<(Arc<dyn ExecutionPlan>, Option<Cut>)> {
-    if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
-        if window::is_windowed(agg) {
-            let w = WindowAggregate::try_new(agg)?;
-            let below = window::raw_input(agg).clone();
-            let columns = (0..agg.schema().fields().len()).collect();
-            let feed = Feed::new("window", agg.schema(), columns);
-            return Ok((
-                Arc::new(FeedExec::new(feed.clone())),
-                Some((w, below, feed)),
-            ));
-        }
+    if let Some(agg) = plan.downcast_ref::<AggregateExec>()
+        && window::is_windowed(agg)
+    {
+        let w = WindowAggregate::try_new(agg)?;
+        let below = window::raw_input(agg).clone();
+        let columns = (0..agg.schema().fields().len()).collect();
+        let feed = Feed::new("window", agg.schema(), columns);
+        return Ok((
+            Arc::new(FeedExec::new(feed.clone())),
+            Some((w, below, feed)),
+        ));
     }
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     if children.is_empty() {

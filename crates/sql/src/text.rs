@@ -238,10 +238,10 @@ pub fn for_each_hashtag(text: &str, mut emit: impl FnMut(&str)) {
             .unwrap_or(after.len());
         let tag = &after[..end];
         // A tag starts a word: "a#b" is not a hashtag.
-        if before.is_none_or(|c| !c.is_alphanumeric()) {
-            if let Some(t) = normalize_hashtag(tag) {
-                emit(&t);
-            }
+        if before.is_none_or(|c| !c.is_alphanumeric())
+            && let Some(t) = normalize_hashtag(tag)
+        {
+            emit(&t);
         }
         rest = &after[end..];
     }

@@ -237,11 +237,11 @@ fn window_partition(e: &Expr) -> Vec<Expr> {
 fn window_name(e: &Expr) -> String {
     let mut name = String::from("hop");
     let _ = e.apply(|x| {
-        if let Expr::ScalarFunction(f) = x {
-            if is_window_call(&Expr::ScalarFunction(f.clone())) {
-                name = f.func.name().to_string();
-                return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
-            }
+        if let Expr::ScalarFunction(f) = x
+            && is_window_call(&Expr::ScalarFunction(f.clone()))
+        {
+            name = f.func.name().to_string();
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });
