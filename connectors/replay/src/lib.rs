@@ -22,7 +22,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use skystream_engine::connector::{Connector, TableDef};
 use skystream_engine::format::{Decoded, RecordDecoder};
-use skystream_engine::source::{Source, SourceContext, SourceEvent};
+use skystream_engine::source::{Source, SourceContext, SourceEvent, Stopped};
 use skystream_engine::{Error, Result};
 use skystream_jetstream::format::{FORMATS, decoder_for, resolve_schema};
 
@@ -261,7 +261,6 @@ impl Source for LinesSource {
                 }
                 LineReader::Memory(v) => Lines::Memory(v.clone(), 0),
             };
-            let mut yield_every = 0u32;
             let mut owned: Vec<u8>;
             loop {
                 let shared;
@@ -297,23 +296,13 @@ impl Source for LinesSource {
                 if (self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()))
                     && let Some(batch) = self.decoder.flush()?
                 {
-                    if let Some(t) = first_time(&batch, self.time_col) {
-                        let d = self.pacer.delay(t);
-                        if !d.is_zero() {
-                            sleep_with_heartbeats(&ctx, &self.pacer, d).await;
-                        }
-                    }
-                    let position = Some(serde_json::json!({ "line": line_no }));
-                    if ctx
-                        .send(SourceEvent::Batch { batch, position })
+                    let t = first_time(&batch, self.time_col);
+                    let position = serde_json::json!({ "line": line_no });
+                    if send_paced(&ctx, &mut self.pacer, batch, t, position)
                         .await
                         .is_err()
                     {
                         return Ok(());
-                    }
-                    yield_every += 1;
-                    if yield_every.is_multiple_of(8) {
-                        tokio::task::yield_now().await;
                     }
                 }
                 if done {
@@ -352,6 +341,30 @@ pub fn push_record(
             }
         }
     }
+}
+
+/// Sends a batch whose first row is at `event_ns`, first waiting until the pacer releases it,
+/// then lets other tasks run (sources decode on the engine's thread).
+pub async fn send_paced(
+    ctx: &SourceContext,
+    pacer: &mut Pacer,
+    batch: RecordBatch,
+    event_ns: Option<i64>,
+    position: serde_json::Value,
+) -> Result<(), Stopped> {
+    if let Some(t) = event_ns {
+        let d = pacer.delay(t);
+        if !d.is_zero() {
+            sleep_with_heartbeats(ctx, pacer, d).await;
+        }
+    }
+    ctx.send(SourceEvent::Batch {
+        batch,
+        position: Some(position),
+    })
+    .await?;
+    tokio::task::yield_now().await;
+    Ok(())
 }
 
 /// Sleeps `d`, telling the engine every 100 ms how far the paced event clock has moved.

@@ -28,7 +28,7 @@ use skystream_engine::format::RecordDecoder;
 use skystream_engine::source::{Source, SourceContext, SourceEvent};
 use skystream_engine::{Error, Result};
 use skystream_jetstream::format::{decoder_for, resolve_schema};
-use skystream_replay::{Pacer, Speed, push_record, sleep_with_heartbeats};
+use skystream_replay::{Pacer, Speed, push_record, send_paced};
 
 pub use generator::{Burst, BurstTruth, Generator, GeneratorConfig};
 
@@ -213,22 +213,12 @@ impl Source for SyntheticSource {
                 if (self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()))
                     && let Some(batch) = self.decoder.flush()?
                 {
-                    if let Some(t) = batch_start.take() {
-                        let d = self.pacer.delay(t);
-                        if !d.is_zero() {
-                            sleep_with_heartbeats(&ctx, &self.pacer, d).await;
-                        }
-                    }
-                    let position = Some(serde_json::json!({ "events": n }));
-                    if ctx
-                        .send(SourceEvent::Batch { batch, position })
+                    let position = serde_json::json!({ "events": n });
+                    if send_paced(&ctx, &mut self.pacer, batch, batch_start.take(), position)
                         .await
                         .is_err()
                     {
                         return Ok(());
-                    }
-                    if n % (8 * batch_size as u64).max(1) < batch_size as u64 {
-                        tokio::task::yield_now().await;
                     }
                 }
                 if done {

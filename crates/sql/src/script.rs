@@ -98,26 +98,20 @@ impl ScriptStatement {
 /// Parses a script into statements.
 pub fn parse_script(sql: &str) -> Result<Vec<ScriptStatement>, SqlError> {
     let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|e| {
-            SqlError::at(
-                format!("syntax error: {}", e.message),
-                e.location.line,
-                e.location.column,
-            )
-        })?;
+    let tokenize = |text: &str| {
+        Tokenizer::new(&dialect, text)
+            .tokenize_with_location()
+            .map_err(|e| {
+                SqlError::at(
+                    format!("syntax error: {}", e.message),
+                    e.location.line,
+                    e.location.column,
+                )
+            })
+    };
     // Cut WATERMARK clauses out of the text, then tokenize again.
-    let (text, watermarks) = cut_watermarks(sql, &tokens)?;
-    let tokens = Tokenizer::new(&dialect, &text)
-        .tokenize_with_location()
-        .map_err(|e| {
-            SqlError::at(
-                format!("syntax error: {}", e.message),
-                e.location.line,
-                e.location.column,
-            )
-        })?;
+    let (text, watermarks) = cut_watermarks(sql, &tokenize(sql)?)?;
+    let tokens = tokenize(&text)?;
     let mut out = Vec::new();
     let mut current: Vec<TokenWithSpan> = Vec::new();
     let flush = |current: &mut Vec<TokenWithSpan>,
