@@ -3,7 +3,8 @@
 # Starts the local services the tests need (none yet for the embedded engine tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/skystream/target}"
+# Tests run in the release profile: the demo, the benchmark and the tests share one DataFusion
+# build. (.ci/run points CARGO_TARGET_DIR at a persistent cache; here cargo's default is used.)
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --release --workspace --locked --no-fail-fast "$@"
 else
