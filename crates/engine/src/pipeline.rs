@@ -224,7 +224,6 @@ impl Pipeline {
         let (tx, mut rx) = mpsc::channel::<(usize, SourceEvent)>(config.channel_capacity.max(1));
         let (err_tx, mut err_rx) = mpsc::unbounded_channel::<(String, Error)>();
         let mut trackers = Vec::new();
-        let mut names = Vec::new();
         let mut tasks = Vec::new();
         for (i, slot) in sources.into_iter().enumerate() {
             let counters = Arc::new(SourceCounters::default());
@@ -234,7 +233,6 @@ impl Pipeline {
                 .unwrap()
                 .push((slot.name.clone(), counters.clone()));
             trackers.push(WatermarkTracker::new(slot.watermark));
-            names.push(slot.name.clone());
             let ctx = SourceContext {
                 index: i,
                 tx: tx.clone(),
@@ -311,7 +309,6 @@ impl Pipeline {
                 .await
                 .map_err(|e| Error::connector(&s.name, e))?;
         }
-        let _ = names;
         Ok(RunSummary {
             metrics: metrics.snapshot(),
             elapsed: started.elapsed(),
