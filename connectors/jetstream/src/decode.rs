@@ -4,7 +4,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 use skystream_engine::format::{Decoded, RecordDecoder};
-use skystream_model::{EmbedKind, PostData, PostDataBuilder, PostRef};
+use skystream_model::{EmbedKind, PostData, PostDataBuilder, PostRef, normalize_hashtag};
 
 /// The post collection's NSID.
 pub const POST_COLLECTION: &str = "app.bsky.feed.post";
@@ -90,15 +90,6 @@ struct Embed<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-/// Normalises a hashtag: no leading `#`, trimmed, lowercase.
-fn normalize_tag(tag: &str) -> Option<String> {
-    let t = tag.trim().trim_start_matches(['#', '＃']).trim();
-    if t.is_empty() {
-        return None;
-    }
-    Some(t.to_lowercase())
-}
-
 /// What one line of Jetstream JSON is. Returned by value once per event: boxing the large
 /// variant would cost an allocation per post.
 #[allow(clippy::large_enum_variant)]
@@ -167,7 +158,7 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
             .filter_map(|f| f.tag.as_deref())
             .chain(r.tags.iter().flatten().map(|t| t.as_ref()));
         for t in tags {
-            if let Some(t) = normalize_tag(t)
+            if let Some(t) = normalize_hashtag(t)
                 && !b.list_contains(8, &t)
             {
                 b.push_list_value(8, &t);
@@ -215,7 +206,7 @@ pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
         .filter_map(|f| f.tag.as_deref())
         .chain(r.tags.iter().flatten().map(|t| t.as_ref()))
     {
-        if let Some(t) = normalize_tag(t)
+        if let Some(t) = normalize_hashtag(t)
             && !hashtags.contains(&t)
         {
             hashtags.push(t);

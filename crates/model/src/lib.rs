@@ -22,3 +22,13 @@ pub const TIMESTAMP: DataType = DataType::Timestamp(TimeUnit::Nanosecond, None);
 
 /// Name of the column carrying a post's event time (Jetstream `time_us`).
 pub const EVENT_TIME: &str = "event_time";
+
+/// Normalises a hashtag (from a facet, a record's `tags`, or `#text`): no leading `#`,
+/// trimmed, lowercase. `None` when nothing is left or it is only digits (`#1` is not a tag).
+pub fn normalize_hashtag(tag: &str) -> Option<String> {
+    let t = tag.trim().trim_start_matches(['#', '＃']).trim();
+    if t.is_empty() || t.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(t.to_lowercase())
+}

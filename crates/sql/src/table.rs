@@ -13,7 +13,7 @@ use skystream_engine::feed::{Feed, FeedExec};
 
 /// A table read from a connector. Each scan DataFusion plans gets its own [`Feed`], which the
 /// engine fills with the source's batches.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StreamTable {
     pub name: String,
     pub schema: SchemaRef,
@@ -50,16 +50,7 @@ impl TableProvider for StreamTable {
 }
 
 /// The stream table behind a logical table source, if it is one.
-pub fn stream_table(source: &Arc<dyn TableSource>) -> Option<Arc<StreamTable>> {
+pub fn stream_table(source: &Arc<dyn TableSource>) -> Option<StreamTable> {
     let provider = datafusion::datasource::source_as_provider(source).ok()?;
-    if provider.is::<StreamTable>() {
-        // Re-wrap: the provider is an Arc<dyn TableProvider> holding a StreamTable.
-        let st = provider.downcast_ref::<StreamTable>()?;
-        return Some(Arc::new(StreamTable {
-            name: st.name.clone(),
-            schema: st.schema.clone(),
-            event_time: st.event_time.clone(),
-        }));
-    }
-    None
+    provider.downcast_ref::<StreamTable>().cloned()
 }

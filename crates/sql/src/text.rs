@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
+use skystream_model::normalize_hashtag;
 use unicode_segmentation::UnicodeSegmentation;
 
 mod stopwords;
@@ -214,16 +215,6 @@ pub fn keywords(text: &str, stop: Stopwords<'_>) -> Vec<String> {
         }
     });
     out
-}
-
-/// Normalises a hashtag: no leading `#`, lowercase, trimmed; `None` when nothing is left or it
-/// is only digits.
-pub fn normalize_hashtag(tag: &str) -> Option<String> {
-    let t = tag.trim().trim_start_matches(['#', '＃']).trim();
-    if t.is_empty() || t.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    Some(t.to_lowercase())
 }
 
 /// Calls `emit` with each `#hashtag` written in `text`, normalised.
