@@ -15,7 +15,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StructArray, TimestampNanosecondArray,
     UInt32Array,
 };
-use arrow::compute::{cast, filter_record_batch, take};
+use arrow::compute::{cast, filter_record_batch, interleave, take};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -26,6 +26,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use hashbrown::HashMap;
 
 use crate::{Error, Result};
 
@@ -172,17 +173,163 @@ impl Agg {
     }
 }
 
-/// One slide's worth of partial state.
+/// Group keys interned once per operator into dense ids shared by every pane.
+///
+/// Panes and windows hold ids, not key values: a row's key is hashed once, when it arrives;
+/// merging a window's panes maps integer ids, and key values are materialised only for the
+/// rows a window emits. Ids of keys that no live pane holds any more are reclaimed by
+/// [`KeyDict::compact`], so the dictionary stays bounded by the keys of the open windows.
+struct KeyDict {
+    schema: SchemaRef,
+    values: Box<dyn GroupValues>,
+    /// Key columns of the interned keys, in chunks as they arrived.
+    chunks: Vec<Vec<ArrayRef>>,
+    /// Where each id's key sits: (chunk, row).
+    loc: Vec<(u32, u32)>,
+    /// Rows of a batch holding the first occurrence of a new key (scratch).
+    new_rows: Vec<u32>,
+}
+
+impl KeyDict {
+    fn new(schema: SchemaRef) -> Result<Self> {
+        Ok(Self {
+            values: new_group_values(schema.clone(), &GroupOrdering::None)?,
+            schema,
+            chunks: Vec::new(),
+            loc: Vec::new(),
+            new_rows: Vec::new(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.loc.len()
+    }
+
+    /// The id of each row's key in `ids`; keys not seen before get new ids.
+    fn intern(&mut self, cols: &[ArrayRef], ids: &mut Vec<usize>) -> Result<()> {
+        let before = self.values.len();
+        self.values.intern(cols, ids)?;
+        let after = self.values.len();
+        if after == before {
+            return Ok(());
+        }
+        // New ids are handed out in row order: the first row holding id k (k >= before) is
+        // the first row whose id is the next one expected.
+        self.new_rows.clear();
+        let mut next = before;
+        for (row, &id) in ids.iter().enumerate() {
+            if id == next {
+                self.new_rows.push(row as u32);
+                next += 1;
+                if next == after {
+                    break;
+                }
+            }
+        }
+        if next != after {
+            return Err(Error::plan("internal: group ids out of order"));
+        }
+        let idx = UInt32Array::from_iter_values(self.new_rows.iter().copied());
+        let chunk = cols
+            .iter()
+            .map(|c| take(c, &idx, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ci = self.chunks.len() as u32;
+        self.loc.extend((0..(after - before) as u32).map(|r| (ci, r)));
+        self.chunks.push(chunk);
+        Ok(())
+    }
+
+    /// The key columns of `ids`, in that order.
+    fn keys(&self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
+        if let [chunk] = self.chunks.as_slice() {
+            // One chunk (after a compaction, or a small stream): a plain take.
+            let idx = UInt32Array::from_iter_values(ids.iter().map(|&i| self.loc[i as usize].1));
+            return Ok(chunk
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<Result<Vec<_>, _>>()?);
+        }
+        let idx: Vec<(usize, usize)> = ids
+            .iter()
+            .map(|&i| {
+                let (c, r) = self.loc[i as usize];
+                (c as usize, r as usize)
+            })
+            .collect();
+        (0..self.schema.fields().len())
+            .map(|col| {
+                let arrays: Vec<&dyn Array> = self.chunks.iter().map(|c| c[col].as_ref()).collect();
+                if arrays.is_empty() {
+                    Ok(arrow::array::new_empty_array(self.schema.field(col).data_type()))
+                } else {
+                    Ok(interleave(&arrays, &idx)?)
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps the keys of `live` (ascending ids), renumbered `0..live.len()`; returns the old
+    /// id -> new id map (`u32::MAX` for dropped ids).
+    fn compact(&mut self, live: &[u32]) -> Result<Vec<u32>> {
+        let keys = self.keys(live)?;
+        let mut values = new_group_values(self.schema.clone(), &GroupOrdering::None)?;
+        let mut ids = Vec::with_capacity(live.len());
+        if !live.is_empty() {
+            values.intern(&keys, &mut ids)?;
+        }
+        if ids.iter().enumerate().any(|(i, &id)| i != id) {
+            return Err(Error::plan("internal: live keys are not distinct"));
+        }
+        let mut remap = vec![u32::MAX; self.len()];
+        for (new, &old) in live.iter().enumerate() {
+            remap[old as usize] = new as u32;
+        }
+        self.values = values;
+        self.loc = (0..live.len() as u32).map(|r| (0, r)).collect();
+        self.chunks = if live.is_empty() { Vec::new() } else { vec![keys] };
+        Ok(remap)
+    }
+}
+
+/// One slide's worth of partial state, keyed by [`KeyDict`] ids.
 enum Pane {
+    /// Receiving rows: `gids[local]` is the key of accumulator group `local`.
     Open {
-        groups: Box<dyn GroupValues>,
+        local: HashMap<u32, u32>,
+        gids: Vec<u32>,
         accs: Vec<Box<dyn GroupsAccumulator>>,
-        ids: Vec<usize>,
     },
+    /// Complete (the watermark passed its end): the accumulators' intermediate state.
     Frozen {
-        keys: Vec<ArrayRef>,
+        gids: Vec<u32>,
         states: Vec<Vec<ArrayRef>>,
     },
+}
+
+impl Pane {
+    fn gids(&self) -> &[u32] {
+        match self {
+            Pane::Open { gids, .. } | Pane::Frozen { gids, .. } => gids,
+        }
+    }
+
+    fn remap(&mut self, remap: &[u32]) {
+        match self {
+            Pane::Open { local, gids, .. } => {
+                local.clear();
+                for (l, g) in gids.iter_mut().enumerate() {
+                    *g = remap[*g as usize];
+                    local.insert(*g, l as u32);
+                }
+            }
+            Pane::Frozen { gids, .. } => {
+                for g in gids.iter_mut() {
+                    *g = remap[*g as usize];
+                }
+            }
+        }
+    }
 }
 
 /// Statistics of a window operator.
@@ -192,6 +339,8 @@ pub struct WindowStats {
     pub rows_emitted: u64,
     pub late_rows: u64,
     pub open_panes: usize,
+    /// Distinct group keys held for the open windows.
+    pub keys: usize,
 }
 
 /// A streaming `GROUP BY key..., hop(...)` operator (see the module docs).
@@ -202,14 +351,21 @@ pub struct WindowAggregate {
     keys: Vec<Arc<dyn PhysicalExpr>>,
     /// Position of the window among the group columns.
     window_pos: usize,
-    key_schema: SchemaRef,
     aggs: Vec<Agg>,
     output_schema: SchemaRef,
+    dict: KeyDict,
+    /// Dictionary size after the last compaction (live keys then).
+    live_after_compact: usize,
     panes: BTreeMap<i64, Pane>,
     /// Windows ending at or before this have been emitted.
     emitted_through: i64,
     watermark: i64,
     stats: WindowStats,
+    // Scratch space reused across batches and windows.
+    ids: Vec<usize>,
+    local_ids: Vec<usize>,
+    /// Dictionary id -> group of the window being merged (`u32::MAX`: not in it).
+    window_map: Vec<u32>,
 }
 
 impl std::fmt::Debug for WindowAggregate {
@@ -217,8 +373,15 @@ impl std::fmt::Debug for WindowAggregate {
         f.debug_struct("WindowAggregate")
             .field("spec", &self.spec)
             .field("panes", &self.panes.len())
+            .field("keys", &self.dict.len())
             .finish()
     }
+}
+
+/// Rows of a batch going to one pane: a contiguous range, or gathered indices.
+enum PaneRows {
+    Range(usize, usize),
+    Gather(UInt32Array),
 }
 
 impl WindowAggregate {
@@ -268,18 +431,26 @@ impl WindowAggregate {
                 filter: f.clone(),
             })
             .collect();
+        // With the window as the only key, every row of a pane is one group.
+        if key_fields.is_empty() {
+            key_fields.push(Field::new("_", DataType::Boolean, true));
+        }
         Ok(Self {
             spec,
             ts_expr,
             keys,
             window_pos,
-            key_schema: Arc::new(Schema::new(key_fields)),
+            dict: KeyDict::new(Arc::new(Schema::new(key_fields)))?,
+            live_after_compact: 0,
             aggs,
             output_schema,
             panes: BTreeMap::new(),
             emitted_through: i64::MIN,
             watermark: i64::MIN,
             stats: WindowStats::default(),
+            ids: Vec::new(),
+            local_ids: Vec::new(),
+            window_map: Vec::new(),
         })
     }
 
@@ -294,29 +465,13 @@ impl WindowAggregate {
     pub fn stats(&self) -> WindowStats {
         WindowStats {
             open_panes: self.panes.len(),
+            keys: self.dict.len(),
             ..self.stats
         }
     }
 
-    fn new_pane(&self) -> Result<Pane> {
-        let groups = if self.key_schema.fields().is_empty() {
-            new_group_values(
-                Arc::new(Schema::new(vec![Field::new("_", DataType::Boolean, true)])),
-                &GroupOrdering::None,
-            )?
-        } else {
-            new_group_values(self.key_schema.clone(), &GroupOrdering::None)?
-        };
-        let accs = self
-            .aggs
-            .iter()
-            .map(Agg::accumulator)
-            .collect::<Result<_>>()?;
-        Ok(Pane::Open {
-            groups,
-            accs,
-            ids: Vec::new(),
-        })
+    fn accumulators(&self) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
+        self.aggs.iter().map(Agg::accumulator).collect()
     }
 
     /// Group key columns for `n` rows (a constant column when the only key is the window).
@@ -344,15 +499,11 @@ impl WindowAggregate {
         } else {
             cast(&ts, &DataType::Timestamp(TimeUnit::Nanosecond, None))?
         };
-        let ts: &TimestampNanosecondArray = ts.as_primitive();
+        let mut ts: TimestampNanosecondArray = ts.as_primitive().clone();
         // Late (or timeless) rows are dropped here and counted.
         let mut batch = batch.clone();
-        let mut ts = ts.clone();
         let wm = self.watermark;
-        let late = ts.null_count()
-            + ts.iter()
-                .filter(|t| matches!(t, Some(t) if *t < wm))
-                .count();
+        let late = ts.null_count() + ts.values().iter().filter(|&&t| t < wm).count();
         if late > 0 {
             let keep: BooleanArray = ts
                 .iter()
@@ -365,43 +516,17 @@ impl WindowAggregate {
                 return Ok(());
             }
         }
-        let slide = self.spec.slide_ns;
-        let values = ts.values();
-        let first = values[0].div_euclid(slide);
-        if values.iter().all(|t| t.div_euclid(slide) == first) {
-            return self.update_pane(first, &batch);
-        }
-        // Rows of several panes: split them by pane.
-        let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for (i, t) in values.iter().enumerate() {
-            by_pane
-                .entry(t.div_euclid(slide))
-                .or_default()
-                .push(i as u32);
-        }
-        for (pane, idx) in by_pane {
-            let idx = UInt32Array::from(idx);
-            let cols = batch
-                .columns()
-                .iter()
-                .map(|c| take(c, &idx, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            let part = RecordBatch::try_new(batch.schema(), cols)?;
-            self.update_pane(pane, &part)?;
-        }
-        Ok(())
-    }
-
-    fn update_pane(&mut self, pane: i64, batch: &RecordBatch) -> Result<()> {
-        let keys = self.key_columns(batch)?;
         let n = batch.num_rows();
+        let keys = self.key_columns(&batch)?;
+        let mut ids = std::mem::take(&mut self.ids);
+        self.dict.intern(&keys, &mut ids)?;
         let args: Vec<Vec<ArrayRef>> = self
             .aggs
             .iter()
             .map(|a| {
                 a.args
                     .iter()
-                    .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
+                    .map(|e| Ok(e.evaluate(&batch)?.into_array(n)?))
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<_>>()?;
@@ -412,22 +537,122 @@ impl WindowAggregate {
                 a.filter
                     .as_ref()
                     .map(|f| -> Result<BooleanArray> {
-                        Ok(f.evaluate(batch)?.into_array(n)?.as_boolean().clone())
+                        Ok(f.evaluate(&batch)?.into_array(n)?.as_boolean().clone())
                     })
                     .transpose()
             })
             .collect::<Result<_>>()?;
-        if !self.panes.contains_key(&pane) {
-            let p = self.new_pane()?;
-            self.panes.insert(pane, p);
+        let result = self.route(ts.values(), &ids, &args, &filters);
+        self.ids = ids;
+        result
+    }
+
+    /// Sends rows to their panes: contiguous runs of one pane as zero-copy slices (input in
+    /// time order), otherwise gathered per pane.
+    fn route(
+        &mut self,
+        ts: &[i64],
+        ids: &[usize],
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+    ) -> Result<()> {
+        let slide = self.spec.slide_ns;
+        let mut runs: Vec<(i64, usize, usize)> = Vec::new();
+        let mut start = 0;
+        let mut cur = ts[0].div_euclid(slide);
+        for (i, t) in ts.iter().enumerate().skip(1) {
+            let p = t.div_euclid(slide);
+            if p != cur {
+                runs.push((cur, start, i));
+                if runs.len() > 64 {
+                    break;
+                }
+                start = i;
+                cur = p;
+            }
         }
-        let Some(Pane::Open { groups, accs, ids }) = self.panes.get_mut(&pane) else {
+        let parts: Vec<(i64, PaneRows)> = if runs.len() <= 64 {
+            runs.push((cur, start, ts.len()));
+            runs.into_iter()
+                .map(|(p, s, e)| (p, PaneRows::Range(s, e)))
+                .collect()
+        } else {
+            let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+            for (i, t) in ts.iter().enumerate() {
+                by_pane
+                    .entry(t.div_euclid(slide))
+                    .or_default()
+                    .push(i as u32);
+            }
+            by_pane
+                .into_iter()
+                .map(|(p, idx)| (p, PaneRows::Gather(UInt32Array::from(idx))))
+                .collect()
+        };
+        for (pane, rows) in parts {
+            let (pane_ids, pane_args, pane_filters) = match &rows {
+                PaneRows::Range(s, e) => (
+                    ids[*s..*e].to_vec(),
+                    args.iter()
+                        .map(|a| a.iter().map(|c| c.slice(*s, e - s)).collect())
+                        .collect::<Vec<Vec<ArrayRef>>>(),
+                    filters
+                        .iter()
+                        .map(|f| f.as_ref().map(|f| f.slice(*s, e - s)))
+                        .collect::<Vec<_>>(),
+                ),
+                PaneRows::Gather(idx) => (
+                    idx.values().iter().map(|&i| ids[i as usize]).collect(),
+                    args.iter()
+                        .map(|a| a.iter().map(|c| take(c, idx, None)).collect())
+                        .collect::<Result<Vec<Vec<ArrayRef>>, _>>()?,
+                    filters
+                        .iter()
+                        .map(|f| {
+                            f.as_ref()
+                                .map(|f| Ok(take(f, idx, None)?.as_boolean().clone()))
+                                .transpose()
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+            };
+            self.update_pane(pane, &pane_ids, &pane_args, &pane_filters)?;
+        }
+        Ok(())
+    }
+
+    fn update_pane(
+        &mut self,
+        pane: i64,
+        ids: &[usize],
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+    ) -> Result<()> {
+        if !self.panes.contains_key(&pane) {
+            let accs = self.accumulators()?;
+            self.panes.insert(
+                pane,
+                Pane::Open {
+                    local: HashMap::new(),
+                    gids: Vec::new(),
+                    accs,
+                },
+            );
+        }
+        let Some(Pane::Open { local, gids, accs }) = self.panes.get_mut(&pane) else {
             return Err(Error::plan("internal: row for a frozen pane"));
         };
-        groups.intern(&keys, ids)?;
-        let total = groups.len();
-        for ((acc, a), f) in accs.iter_mut().zip(&args).zip(&filters) {
-            acc.update_batch(a, ids, f.as_ref(), total)?;
+        let local_ids = &mut self.local_ids;
+        local_ids.clear();
+        local_ids.extend(ids.iter().map(|&g| {
+            *local.entry(g as u32).or_insert_with(|| {
+                gids.push(g as u32);
+                (gids.len() - 1) as u32
+            }) as usize
+        }));
+        let total = gids.len();
+        for ((acc, a), f) in accs.iter_mut().zip(args).zip(filters) {
+            acc.update_batch(a, local_ids, f.as_ref(), total)?;
         }
         Ok(())
     }
@@ -449,13 +674,15 @@ impl WindowAggregate {
                 if end > watermark {
                     break;
                 }
-                if let Pane::Open { groups, accs, .. } = pane {
-                    let keys = groups.emit(EmitTo::All)?;
+                if let Pane::Open { gids, accs, .. } = pane {
                     let states = accs
                         .iter_mut()
                         .map(|a| a.state(EmitTo::All))
                         .collect::<Result<Vec<_>, _>>()?;
-                    *pane = Pane::Frozen { keys, states };
+                    *pane = Pane::Frozen {
+                        gids: std::mem::take(gids),
+                        states,
+                    };
                 }
             }
         }
@@ -486,9 +713,37 @@ impl WindowAggregate {
         // Free panes whose last window has been emitted.
         let width = self.spec.width_ns;
         let through = self.emitted_through;
+        let before = self.panes.len();
         self.panes
             .retain(|&p, _| p.saturating_mul(slide).saturating_add(width) > through);
+        if self.panes.len() < before {
+            self.maybe_compact()?;
+        }
         Ok(out)
+    }
+
+    /// Reclaims the ids of keys no pane holds any more, once they are at least half the
+    /// dictionary (amortised: each compaction costs about the keys it keeps).
+    fn maybe_compact(&mut self) -> Result<()> {
+        let len = self.dict.len();
+        if len < 2 * self.live_after_compact + 4096 {
+            return Ok(());
+        }
+        let mut live_mark = vec![false; len];
+        for pane in self.panes.values() {
+            for &g in pane.gids() {
+                live_mark[g as usize] = true;
+            }
+        }
+        let live: Vec<u32> = (0..len as u32).filter(|&g| live_mark[g as usize]).collect();
+        let remap = self.dict.compact(&live)?;
+        for pane in self.panes.values_mut() {
+            pane.remap(&remap);
+        }
+        self.live_after_compact = live.len();
+        self.window_map.clear();
+        self.window_map.shrink_to(live.len() * 2);
+        Ok(())
     }
 
     fn emit_window(&mut self, end: i64) -> Result<Option<RecordBatch>> {
@@ -496,67 +751,68 @@ impl WindowAggregate {
         let n = self.spec.panes_per_window();
         let last = end / slide - 1;
         let first = last - n + 1;
-        let (keys, values) = if n == 1 {
+        let (gids, values) = if n == 1 {
             // Tumbling: the pane is the window.
             let Some(pane) = self.panes.remove(&last) else {
                 return Ok(None);
             };
             match pane {
-                Pane::Open {
-                    mut groups,
-                    mut accs,
-                    ..
-                } => {
-                    if groups.is_empty() {
+                Pane::Open { gids, mut accs, .. } => {
+                    if gids.is_empty() {
                         return Ok(None);
                     }
-                    let keys = groups.emit(EmitTo::All)?;
                     let values = accs
                         .iter_mut()
                         .map(|a| a.evaluate(EmitTo::All))
                         .collect::<Result<Vec<_>, _>>()?;
-                    (keys, values)
+                    (gids, values)
                 }
                 Pane::Frozen { .. } => return Err(Error::plan("internal: frozen tumbling pane")),
             }
         } else {
-            let mut groups = match self.new_pane()? {
-                Pane::Open { groups, .. } => groups,
-                Pane::Frozen { .. } => unreachable!(),
-            };
-            let mut accs: Vec<Box<dyn GroupsAccumulator>> = self
-                .aggs
-                .iter()
-                .map(Agg::accumulator)
-                .collect::<Result<_>>()?;
-            let mut ids = Vec::new();
+            let mut accs = self.accumulators()?;
+            let map = &mut self.window_map;
+            map.resize(self.dict.len(), u32::MAX);
+            let mut gids: Vec<u32> = Vec::new();
+            let local_ids = &mut self.local_ids;
             for (_, pane) in self.panes.range(first..=last) {
-                let Pane::Frozen { keys, states } = pane else {
+                let Pane::Frozen {
+                    gids: pane_gids,
+                    states,
+                } = pane
+                else {
                     return Err(Error::plan("internal: merging an open pane"));
                 };
-                if keys.first().is_none_or(|k| k.is_empty()) {
+                if pane_gids.is_empty() {
                     continue;
                 }
-                groups.intern(keys, &mut ids)?;
-                let total = groups.len();
+                local_ids.clear();
+                local_ids.extend(pane_gids.iter().map(|&g| {
+                    let slot = &mut map[g as usize];
+                    if *slot == u32::MAX {
+                        *slot = gids.len() as u32;
+                        gids.push(g);
+                    }
+                    *slot as usize
+                }));
+                let total = gids.len();
                 for (acc, s) in accs.iter_mut().zip(states) {
-                    acc.merge_batch(s, &ids, total)?;
+                    acc.merge_batch(s, local_ids, total)?;
                 }
             }
-            if groups.is_empty() {
+            for &g in &gids {
+                map[g as usize] = u32::MAX;
+            }
+            if gids.is_empty() {
                 return Ok(None);
             }
-            let keys = groups.emit(EmitTo::All)?;
             let values = accs
                 .iter_mut()
                 .map(|a| a.evaluate(EmitTo::All))
                 .collect::<Result<Vec<_>, _>>()?;
-            (keys, values)
+            (gids, values)
         };
-        let rows = values
-            .first()
-            .map(|v| v.len())
-            .unwrap_or_else(|| keys[0].len());
+        let rows = gids.len();
         let start = end - self.spec.width_ns;
         let window: ArrayRef = Arc::new(StructArray::new(
             window_fields(),
@@ -570,7 +826,7 @@ impl WindowAggregate {
         let mut keys = if self.keys.is_empty() {
             Vec::new()
         } else {
-            keys
+            self.dict.keys(&gids)?
         };
         keys.insert(self.window_pos, window);
         cols.extend(keys);

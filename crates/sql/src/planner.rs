@@ -64,6 +64,9 @@ pub fn new_session() -> SessionContext {
         opts.sql_parser.collect_spans = true;
         opts.sql_parser.map_string_types_to_utf8view = false;
         opts.execution.coalesce_batches = false;
+        // `ROW_NUMBER() OVER (PARTITION BY win ORDER BY ...) <= K` keeps a top-K heap per
+        // window instead of sorting every emitted window in full.
+        opts.optimizer.enable_window_topn = true;
     }
     // `count(DISTINCT x)` must stay one aggregate (the window operator runs its accumulator);
     // the rule rewriting it into two GROUP BYs is left out.
