@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use arrow::array::RecordBatch;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use futures::StreamExt;
 
 use crate::{Error, Result};
@@ -14,7 +15,11 @@ use crate::{Error, Result};
 ///
 /// Stage plans are built from one-partition leaves and operators that compute in place, so
 /// their streams never wait; a plan whose stream does wait is a planner bug and is reported.
+///
+/// A stage plan runs many times; state that DataFusion keeps in plan nodes between executions
+/// (the dynamic filter of a top-K sort, for one) is reset first, so each run starts afresh.
 pub fn run_plan(plan: &Arc<dyn ExecutionPlan>, ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+    let plan = &reset_plan_states(plan.clone())?;
     let mut out = Vec::new();
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);

@@ -111,8 +111,10 @@ impl Flow {
                 Stage::Window(w) => w.advance(wm)?,
                 Stage::Plan { .. } => continue,
             };
-            if !emitted.is_empty() {
-                out.extend(self.run_from(i + 1, emitted, ctx)?);
+            // Each window runs through the stages after it on its own: a plan there sees the
+            // rows of exactly one window (the planner relies on it, see `scope_topk_to_window`).
+            for window in emitted {
+                out.extend(self.run_from(i + 1, vec![window], ctx)?);
             }
         }
         Ok(out)

@@ -458,6 +458,11 @@ impl WindowAggregate {
         self.spec
     }
 
+    /// Position of the window column (`STRUCT<start, end>`) in the output.
+    pub fn window_column(&self) -> usize {
+        self.window_pos
+    }
+
     pub fn schema(&self) -> SchemaRef {
         self.output_schema.clone()
     }

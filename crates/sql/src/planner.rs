@@ -577,6 +577,7 @@ fn split_stages(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Vec<St
             input: None,
         }]),
         Some((w, below, feed)) => {
+            let upper = scope_topk_to_window(upper, w.window_column())?;
             let mut stages = split_stages(below)?;
             stages.push(Stage::Window(Box::new(w)));
             let is_leaf = upper
@@ -634,6 +635,105 @@ fn cut_window(
     #[allow(deprecated)]
     let plan = plan.with_new_children(new_children)?;
     Ok((plan, found))
+}
+
+/// A stage after a window runs once per emitted window, so columns derived only from the window
+/// column hold one value per run. A per-partition top-K (`ROW_NUMBER() OVER (PARTITION BY win
+/// ORDER BY ...) <= K`, which DataFusion's `WindowTopN` turns into a `PartitionedTopKExec`) whose
+/// partition keys are such columns is a plain top-K: a `SortExec` with a fetch, which keeps a
+/// K-row heap and skips rows that cannot enter it.
+fn scope_topk_to_window(
+    plan: Arc<dyn ExecutionPlan>,
+    window_column: usize,
+) -> skystream_engine::Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+    use datafusion::physical_expr::LexOrdering;
+    use datafusion::physical_plan::sorts::partitioned_topk::{PartitionedTopKExec, WindowFnKind};
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    Ok(plan
+        .transform_up(|node| {
+            let Some(topk) = node.downcast_ref::<PartitionedTopKExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if topk.fn_kind() != WindowFnKind::RowNumber {
+                return Ok(Transformed::no(node));
+            }
+            let constant = window_constant_columns(topk.input(), window_column);
+            let prefix = topk.partition_prefix_len();
+            let exprs: Vec<_> = topk.expr().iter().cloned().collect();
+            let partition_is_window = exprs[..prefix].iter().all(|e| {
+                datafusion::physical_expr::utils::collect_columns(&e.expr)
+                    .iter()
+                    .all(|c| constant.get(c.index()).copied().unwrap_or(false))
+            });
+            if !partition_is_window || exprs.len() == prefix {
+                return Ok(Transformed::no(node));
+            }
+            // The constant partition keys stay first in the sort key: the window function
+            // above reads its partitions from the ordering (and the dynamic filter of the heap
+            // compares them in one step).
+            let Some(order) = LexOrdering::new(exprs) else {
+                return Ok(Transformed::no(node));
+            };
+            let sort = SortExec::new(order, topk.input().clone()).with_fetch(Some(topk.fetch()));
+            Ok(Transformed::yes(Arc::new(sort) as Arc<dyn ExecutionPlan>))
+        })
+        .data()?)
+}
+
+/// Which output columns of a post-window plan derive only from the window column (`FeedExec`
+/// column `window_column`), through projections, filters, sorts and window functions.
+fn window_constant_columns(plan: &Arc<dyn ExecutionPlan>, window_column: usize) -> Vec<bool> {
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    use datafusion::physical_plan::sorts::partitioned_topk::PartitionedTopKExec;
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+    let n = plan.schema().fields().len();
+    let passthrough = |input: &Arc<dyn ExecutionPlan>| {
+        let mut v = window_constant_columns(input, window_column);
+        v.resize(n, false);
+        v
+    };
+    if plan.downcast_ref::<FeedExec>().is_some() {
+        let mut v = vec![false; n];
+        if window_column < n {
+            v[window_column] = true;
+        }
+        return v;
+    }
+    if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+        let input = window_constant_columns(p.input(), window_column);
+        return p
+            .expr()
+            .iter()
+            .map(|e| {
+                datafusion::physical_expr::utils::collect_columns(&e.expr)
+                    .iter()
+                    .all(|c| input.get(c.index()).copied().unwrap_or(false))
+            })
+            .collect();
+    }
+    if let Some(f) = plan.downcast_ref::<FilterExec>() {
+        let input = window_constant_columns(f.input(), window_column);
+        return match f.projection() {
+            None => input,
+            Some(p) => p.iter().map(|&i| input.get(i).copied().unwrap_or(false)).collect(),
+        };
+    }
+    if let Some(s) = plan.downcast_ref::<SortExec>() {
+        return passthrough(s.input());
+    }
+    if let Some(t) = plan.downcast_ref::<PartitionedTopKExec>() {
+        return passthrough(t.input());
+    }
+    if let Some(w) = plan.downcast_ref::<BoundedWindowAggExec>() {
+        return passthrough(w.input());
+    }
+    if let Some(w) = plan.downcast_ref::<WindowAggExec>() {
+        return passthrough(w.input());
+    }
+    vec![false; n]
 }
 
 fn collect_feeds(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<Feed>>) {
