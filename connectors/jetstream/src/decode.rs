@@ -1,92 +1,63 @@
 use std::borrow::Cow;
 
+use crate::json::{self, Reader};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use serde::Deserialize;
 use skystream_engine::format::{Decoded, RecordDecoder};
 use skystream_model::{EmbedKind, PostData, PostDataBuilder, PostRef, normalize_hashtag};
 
 /// The post collection's NSID.
 pub const POST_COLLECTION: &str = "app.bsky.feed.post";
 
-#[derive(Deserialize)]
 struct Event<'a> {
-    #[serde(borrow)]
     did: Cow<'a, str>,
     time_us: i64,
-    #[serde(borrow)]
     kind: Cow<'a, str>,
-    #[serde(borrow, default)]
     commit: Option<Commit<'a>>,
 }
 
-#[derive(Deserialize)]
 struct Commit<'a> {
-    #[serde(borrow)]
     operation: Cow<'a, str>,
-    #[serde(borrow)]
     collection: Cow<'a, str>,
-    #[serde(borrow)]
     rkey: Cow<'a, str>,
-    #[serde(borrow, default)]
     cid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    /// Decoded for post creates only.
     record: Option<Record<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Record<'a> {
-    #[serde(borrow, default)]
     text: Cow<'a, str>,
-    #[serde(borrow, default, rename = "createdAt")]
     created_at: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     langs: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow, default)]
     facets: Option<Vec<Facet<'a>>>,
-    #[serde(borrow, default)]
     tags: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow, default)]
     reply: Option<Reply<'a>>,
-    #[serde(borrow, default)]
     embed: Option<Embed<'a>>,
 }
 
-#[derive(Deserialize)]
 struct Facet<'a> {
-    #[serde(borrow, default)]
     features: Vec<Feature<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Feature<'a> {
-    #[serde(borrow, rename = "$type", default)]
     kind: Cow<'a, str>,
-    #[serde(borrow, default)]
     tag: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     did: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     uri: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
 struct Reply<'a> {
-    #[serde(borrow, default)]
     parent: Option<StrongRef<'a>>,
-    #[serde(borrow, default)]
     root: Option<StrongRef<'a>>,
 }
 
-#[derive(Deserialize)]
 struct StrongRef<'a> {
-    #[serde(borrow)]
     uri: Cow<'a, str>,
 }
 
-#[derive(Deserialize)]
 struct Embed<'a> {
-    #[serde(borrow, rename = "$type", default)]
     kind: Option<Cow<'a, str>>,
 }
 
@@ -98,9 +69,204 @@ enum Parsed<'a> {
     Other,
 }
 
+fn missing<T>(what: &str) -> Result<T, String> {
+    Err(format!("missing field '{what}'"))
+}
+
+fn strings<'a>(r: &mut Reader<'a>) -> json::Result<Option<Vec<Cow<'a, str>>>> {
+    if r.null()? {
+        return Ok(None);
+    }
+    let mut v = Vec::new();
+    r.array(|r| {
+        v.push(r.string()?);
+        Ok(())
+    })?;
+    Ok(Some(v))
+}
+
+fn strong_ref<'a>(r: &mut Reader<'a>) -> json::Result<Option<StrongRef<'a>>> {
+    if r.null()? {
+        return Ok(None);
+    }
+    let mut uri = None;
+    r.object(|r, k| match k {
+        b"uri" => {
+            uri = Some(r.string()?);
+            Ok(())
+        }
+        _ => r.skip(),
+    })?;
+    match uri {
+        Some(uri) => Ok(Some(StrongRef { uri })),
+        None => r.err("reply reference without 'uri'"),
+    }
+}
+
+fn record<'a>(r: &mut Reader<'a>) -> json::Result<Record<'a>> {
+    let mut rec = Record::default();
+    r.object(|r, k| {
+        match k {
+            b"text" => rec.text = r.string()?,
+            b"createdAt" => rec.created_at = r.opt_string()?,
+            b"langs" => rec.langs = strings(r)?,
+            b"tags" => rec.tags = strings(r)?,
+            b"facets" => {
+                if r.null()? {
+                    return Ok(());
+                }
+                let mut facets = Vec::new();
+                r.array(|r| {
+                    let mut features = Vec::new();
+                    r.object(|r, k| match k {
+                        b"features" => r.array(|r| {
+                            let mut f = Feature::default();
+                            r.object(|r, k| {
+                                match k {
+                                    b"$type" => f.kind = r.string()?,
+                                    b"tag" => f.tag = r.opt_string()?,
+                                    b"did" => f.did = r.opt_string()?,
+                                    b"uri" => f.uri = r.opt_string()?,
+                                    _ => r.skip()?,
+                                }
+                                Ok(())
+                            })?;
+                            features.push(f);
+                            Ok(())
+                        }),
+                        _ => r.skip(),
+                    })?;
+                    facets.push(Facet { features });
+                    Ok(())
+                })?;
+                rec.facets = Some(facets);
+            }
+            b"reply" => {
+                if !r.null()? {
+                    let (mut parent, mut root) = (None, None);
+                    r.object(|r, k| {
+                        match k {
+                            b"parent" => parent = strong_ref(r)?,
+                            b"root" => root = strong_ref(r)?,
+                            _ => r.skip()?,
+                        }
+                        Ok(())
+                    })?;
+                    rec.reply = Some(Reply { parent, root });
+                }
+            }
+            b"embed" => {
+                if !r.null()? {
+                    let mut kind = None;
+                    r.object(|r, k| match k {
+                        b"$type" => {
+                            kind = r.opt_string()?;
+                            Ok(())
+                        }
+                        _ => r.skip(),
+                    })?;
+                    rec.embed = Some(Embed { kind });
+                }
+            }
+            _ => r.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(rec)
+}
+
+fn is_post_create(operation: Option<&str>, collection: Option<&str>) -> Option<bool> {
+    Some(operation? == "create" && collection? == POST_COLLECTION)
+}
+
+fn commit<'a>(r: &mut Reader<'a>) -> Result<Commit<'a>, String> {
+    let (mut operation, mut collection, mut rkey, mut cid) = (None, None, None, None);
+    let mut rec = None;
+    // A record met before `operation`/`collection` is kept raw until they are known.
+    let mut pending: Option<&'a [u8]> = None;
+    r.object(|r, k| {
+        match k {
+            b"operation" => operation = Some(r.string()?),
+            b"collection" => collection = Some(r.string()?),
+            b"rkey" => rkey = Some(r.string()?),
+            b"cid" => cid = r.opt_string()?,
+            b"record" => match is_post_create(operation.as_deref(), collection.as_deref()) {
+                Some(true) => {
+                    rec = if r.null()? { None } else { Some(record(r)?) };
+                }
+                Some(false) => r.skip()?,
+                None => pending = Some(r.capture()?),
+            },
+            _ => r.skip()?,
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    let (Some(operation), Some(collection)) = (operation, collection) else {
+        return missing("commit.operation / commit.collection");
+    };
+    let Some(rkey) = rkey else {
+        return missing("commit.rkey");
+    };
+    if let Some(raw) = pending
+        && operation == "create"
+        && collection == POST_COLLECTION
+    {
+        let mut r = Reader::new(raw);
+        rec = if r.null().map_err(|e| e.to_string())? {
+            None
+        } else {
+            Some(record(&mut r).map_err(|e| format!("in commit.record: {e}"))?)
+        };
+    }
+    Ok(Commit {
+        operation,
+        collection,
+        rkey,
+        cid,
+        record: rec,
+    })
+}
+
+fn event(line: &[u8]) -> Result<Event<'_>, String> {
+    let mut r = Reader::new(line);
+    let (mut did, mut time_us, mut kind, mut commit_value) = (None, None, None, None);
+    let mut commit_err = None;
+    r.object(|r, k| {
+        match k {
+            b"did" => did = Some(r.string()?),
+            b"time_us" => time_us = Some(r.i64()?),
+            b"kind" => kind = Some(r.string()?),
+            b"commit" => {
+                if !r.null()? {
+                    match commit(r) {
+                        Ok(c) => commit_value = Some(c),
+                        Err(e) => {
+                            commit_err = Some(e);
+                            return r.err("invalid commit");
+                        }
+                    }
+                }
+            }
+            _ => r.skip()?,
+        }
+        Ok(())
+    })
+    .and_then(|_| r.end())
+    .map_err(|e| commit_err.take().unwrap_or_else(|| e.to_string()))?;
+    let (Some(did), Some(time_us), Some(kind)) = (did, time_us, kind) else {
+        return missing("did / time_us / kind");
+    };
+    Ok(Event {
+        did,
+        time_us,
+        kind,
+        commit: commit_value,
+    })
+}
+
 fn parse(line: &[u8]) -> Result<Parsed<'_>, String> {
-    let ev: Event<'_> =
-        serde_json::from_slice(line).map_err(|e| format!("invalid Jetstream event: {e}"))?;
+    let ev = event(line).map_err(|e| format!("invalid Jetstream event: {e}"))?;
     match (ev.kind.as_ref(), &ev.commit) {
         ("commit", Some(c)) if c.collection == POST_COLLECTION && c.operation == "create" => {
             if c.record.is_none() {
@@ -326,6 +492,127 @@ mod tests {
         assert_eq!(b, expected.finish());
         let tags = b.column(8).as_list::<i32>().value(0);
         assert_eq!(tags.len(), 2);
+    }
+
+    /// The decoder agrees with a general JSON parser (serde_json) on every recorded event.
+    #[test]
+    fn recorded_events_match_a_general_json_parser() {
+        use serde_json::Value;
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jetstream");
+        let mut posts = 0;
+        for file in ["expected_v1.jsonl", "golden_v1.jsonl"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let v: Value = serde_json::from_str(line).unwrap();
+                let c = &v["commit"];
+                let is_post = v["kind"] == "commit"
+                    && c["collection"] == POST_COLLECTION
+                    && c["operation"] == "create";
+                let got = decode_post(line.as_bytes()).unwrap();
+                assert_eq!(got.is_some(), is_post, "{line}");
+                let Some(p) = got else { continue };
+                posts += 1;
+                let r = &c["record"];
+                let s = |v: &Value| v.as_str().map(str::to_string);
+                let list = |v: &Value| -> Vec<String> {
+                    v.as_array()
+                        .map(|a| a.iter().filter_map(s).collect())
+                        .unwrap_or_default()
+                };
+                let features: Vec<&Value> = r["facets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|f| f["features"].as_array().into_iter().flatten())
+                    .collect();
+                let of = |kind: &str, field: &str| -> Vec<String> {
+                    features
+                        .iter()
+                        .filter(|f| f["$type"] == kind)
+                        .filter_map(|f| s(&f[field]))
+                        .collect()
+                };
+                assert_eq!(Some(p.did.clone()), s(&v["did"]));
+                assert_eq!(Some(p.rkey.clone()), s(&c["rkey"]));
+                assert_eq!(p.cid, s(&c["cid"]));
+                assert_eq!(p.event_time_ns, v["time_us"].as_i64().unwrap() * 1000);
+                assert_eq!(p.text, s(&r["text"]).unwrap_or_default());
+                assert_eq!(p.langs, list(&r["langs"]));
+                assert_eq!(p.mentions, of("app.bsky.richtext.facet#mention", "did"));
+                assert_eq!(p.links, of("app.bsky.richtext.facet#link", "uri"));
+                let mut tags: Vec<String> = Vec::new();
+                for t in of("app.bsky.richtext.facet#tag", "tag")
+                    .into_iter()
+                    .chain(list(&r["tags"]))
+                {
+                    if let Some(t) = normalize_hashtag(&t)
+                        && !tags.contains(&t)
+                    {
+                        tags.push(t);
+                    }
+                }
+                assert_eq!(p.hashtags, tags);
+                assert_eq!(p.reply_parent, s(&r["reply"]["parent"]["uri"]));
+                assert_eq!(p.reply_root, s(&r["reply"]["root"]["uri"]));
+                assert_eq!(
+                    p.embed,
+                    r["embed"]["$type"]
+                        .as_str()
+                        .and_then(EmbedKind::from_lexicon)
+                );
+                assert_eq!(
+                    p.created_at_ns,
+                    r["createdAt"]
+                        .as_str()
+                        .and_then(skystream_engine::time::parse_rfc3339_ns)
+                );
+            }
+        }
+        assert!(posts >= 17, "{posts}");
+    }
+
+    /// Damaged events (bytes replaced, lines cut short) are errors or other events, never a
+    /// panic.
+    #[test]
+    fn damaged_events_never_panic() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/jetstream");
+        let text = std::fs::read(root.join("golden_v1.jsonl")).unwrap();
+        let mut d = JetstreamDecoder::new(None);
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            for pos in (0..line.len()).step_by(3) {
+                let _ = d.push(&line[..pos]);
+                for b in [b'"', b'\\', b'{', b'}', b'[', b',', b':', 0xff, b'u', b'0'] {
+                    let mut l = line.to_vec();
+                    l[pos] = b;
+                    let _ = d.push(&l);
+                }
+            }
+        }
+        let _ = d.flush().unwrap();
+    }
+
+    #[test]
+    fn record_before_operation_and_escaped_keys() {
+        // Key order is not fixed: a record that comes before `collection` is decoded once it is known.
+        let line = r#"{"kind":"commit","time_us":5,"did":"did:plc:x","commit":{"record":{"text":"caf\u00e9 \"q\"","langs":["pt"]},"rkey":"r","collection":"app.bsky.feed.post","operation":"create"}}"#;
+        let p = decode_post(line.as_bytes()).unwrap().unwrap();
+        assert_eq!(p.text, "café \"q\"");
+        assert_eq!(p.langs, vec!["pt"]);
+        let escaped_key = r#"{"did":"d","time_us":5,"kin\u0064":"identity"}"#;
+        assert!(decode_post(escaped_key.as_bytes()).unwrap().is_none());
+        // A like's record is not read as a post.
+        let like = r#"{"did":"d","time_us":5,"kind":"commit","commit":{"operation":"create","collection":"app.bsky.feed.like","rkey":"r","record":{"text":5}}}"#;
+        assert!(decode_post(like.as_bytes()).unwrap().is_none());
+        for bad in [
+            r#"{"did":"d","time_us":"5","kind":"commit"}"#,
+            r#"{"did":"d","kind":"commit"}"#,
+            r#"{"did":"d","time_us":5,"kind":"commit","commit":{"operation":"create","collection":"app.bsky.feed.post","rkey":"r","record":{"text":5}}}"#,
+            r#"{"did":"d","time_us":5,"kind":"commit","commit":{"operation":"create","collection":"app.bsky.feed.post","rkey":"r","record":{"reply":{"parent":{}}}}}"#,
+        ] {
+            assert!(decode_post(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

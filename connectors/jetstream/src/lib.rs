@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod format;
+pub mod json;
 
 pub use decode::{JetstreamDecoder, decode_post};
 pub use format::{decoder_for, resolve_schema};

@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// top-20), `keywords` (parse and tokenize only) or `parse` (decode only).
     #[arg(long, default_value = "top20")]
     query: String,
+    /// Runs over the same input; the figures of each are printed, then the best and the median
+    /// (this machine's timing noise is large: use 3 or more for a figure worth quoting).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
 }
 
 const TOP20_SQL: &str = "
@@ -141,35 +145,45 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut reg = skystream_registry::registry();
-    reg.register(Arc::new(BenchLines {
-        lines: lines.clone(),
-    }));
-    let (summary, windows, top_rows) = rt.block_on(async {
-        let planned = skystream_sql::plan_script(sql, &reg)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let started = Instant::now();
-        let s = planned.pipeline.run().await?;
-        let elapsed = started.elapsed();
-        let rows = memory_rows(&reg);
-        Ok::<_, anyhow::Error>(((s, elapsed), rows.0, rows.1))
-    })?;
-    let (s, elapsed) = summary;
+    let mut rates = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let mut reg = skystream_registry::registry();
+        reg.register(Arc::new(BenchLines {
+            lines: lines.clone(),
+        }));
+        let (s, elapsed, (batches, rows)) = rt.block_on(async {
+            let planned = skystream_sql::plan_script(sql, &reg)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let started = Instant::now();
+            let s = planned.pipeline.run().await?;
+            Ok::<_, anyhow::Error>((s, started.elapsed(), memory_rows(&reg)))
+        })?;
+        let secs = elapsed.as_secs_f64();
+        let rate = n as f64 / secs;
+        rates.push(rate);
+        if run == 1 {
+            println!("benchmark: {}", args.query);
+            println!("posts:              {n}");
+            println!(
+                "input JSON:         {:.1} MB ({:.0} bytes/post)",
+                bytes as f64 / 1e6,
+                bytes as f64 / n as f64
+            );
+            println!("windows emitted:    {}", s.metrics.windows_emitted);
+            println!("result rows:        {rows} in {batches} batches");
+            println!("late rows:          {}", s.metrics.late_rows);
+        }
+        println!("run {run}: {secs:.3} s (one thread), {rate:.0} posts/s");
+    }
     let peak = status_kb("VmHWM:").unwrap_or(0);
-    let secs = elapsed.as_secs_f64();
-    println!("benchmark: {}", args.query);
-    println!("posts:              {n}");
+    rates.sort_by(f64::total_cmp);
     println!(
-        "input JSON:         {:.1} MB ({:.0} bytes/post)",
-        bytes as f64 / 1e6,
-        bytes as f64 / n as f64
+        "throughput:         {:.0} posts/s (best of {}; median {:.0})",
+        rates[rates.len() - 1],
+        rates.len(),
+        rates[rates.len() / 2]
     );
-    println!("elapsed:            {secs:.3} s (one thread)");
-    println!("throughput:         {:.0} posts/s", n as f64 / secs);
-    println!("windows emitted:    {}", s.metrics.windows_emitted);
-    println!("result rows:        {top_rows} in {windows} batches");
-    println!("late rows:          {}", s.metrics.late_rows);
     println!(
         "peak RSS:           {:.1} MB (input held in memory: {:.1} MB before the run)",
         peak as f64 / 1024.0,

@@ -235,7 +235,8 @@ impl KeyDict {
             .map(|c| take(c, &idx, None))
             .collect::<Result<Vec<_>, _>>()?;
         let ci = self.chunks.len() as u32;
-        self.loc.extend((0..(after - before) as u32).map(|r| (ci, r)));
+        self.loc
+            .extend((0..(after - before) as u32).map(|r| (ci, r)));
         self.chunks.push(chunk);
         Ok(())
     }
@@ -261,7 +262,9 @@ impl KeyDict {
             .map(|col| {
                 let arrays: Vec<&dyn Array> = self.chunks.iter().map(|c| c[col].as_ref()).collect();
                 if arrays.is_empty() {
-                    Ok(arrow::array::new_empty_array(self.schema.field(col).data_type()))
+                    Ok(arrow::array::new_empty_array(
+                        self.schema.field(col).data_type(),
+                    ))
                 } else {
                     Ok(interleave(&arrays, &idx)?)
                 }
@@ -287,7 +290,11 @@ impl KeyDict {
         }
         self.values = values;
         self.loc = (0..live.len() as u32).map(|r| (0, r)).collect();
-        self.chunks = if live.is_empty() { Vec::new() } else { vec![keys] };
+        self.chunks = if live.is_empty() {
+            Vec::new()
+        } else {
+            vec![keys]
+        };
         Ok(remap)
     }
 }

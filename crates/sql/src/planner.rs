@@ -718,7 +718,10 @@ fn window_constant_columns(plan: &Arc<dyn ExecutionPlan>, window_column: usize) 
         let input = window_constant_columns(f.input(), window_column);
         return match f.projection() {
             None => input,
-            Some(p) => p.iter().map(|&i| input.get(i).copied().unwrap_or(false)).collect(),
+            Some(p) => p
+                .iter()
+                .map(|&i| input.get(i).copied().unwrap_or(false))
+                .collect(),
         };
     }
     if let Some(s) = plan.downcast_ref::<SortExec>() {

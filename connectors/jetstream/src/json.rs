@@ -1,0 +1,419 @@
+//! A small pull reader for JSON objects, made for decoding a few fields out of large events.
+//!
+//! The Jetstream decoder reads a handful of fields of each event and steps over the rest. A
+//! general deserializer builds or validates everything it passes; this reader finds the fields
+//! asked for and skips other values structurally (strings with `memchr`, nested containers by
+//! depth), so an event costs about one pass over its bytes.
+//!
+//! What it checks: the JSON structure of the whole text (objects, arrays, strings, numbers,
+//! literals, nothing after the top-level value), and, for every string it returns, UTF-8
+//! validity, escapes (`\uXXXX` with surrogate pairs) and the absence of raw control characters.
+//! Strings it skips are checked for structure only.
+
+use std::borrow::Cow;
+
+/// Deepest nesting accepted (deeper input is rejected rather than risking the stack).
+const MAX_DEPTH: usize = 64;
+
+/// Why a text is not what the decoder expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    pub message: String,
+    /// Byte offset where the problem was found.
+    pub offset: usize,
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}", self.message, self.offset)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, JsonError>;
+
+/// A cursor over one JSON text.
+pub struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        Self { b, i: 0 }
+    }
+
+    pub fn err<T>(&self, message: impl Into<String>) -> Result<T> {
+        Err(JsonError {
+            message: message.into(),
+            offset: self.i,
+        })
+    }
+
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Result<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            match self.b.get(self.i) {
+                Some(&got) => self.err(format!(
+                    "expected '{}', found '{}'",
+                    c as char,
+                    (got as char).escape_default()
+                )),
+                None => self.err(format!("expected '{}', found the end", c as char)),
+            }
+        }
+    }
+
+    /// Whether the next value is `null` (consumed if so).
+    pub fn null(&mut self) -> Result<bool> {
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            self.err("invalid literal")
+        }
+    }
+
+    /// The raw bytes of the string starting here (after its opening quote is consumed), and
+    /// whether it holds escapes.
+    fn raw_string(&mut self) -> Result<(&'a [u8], bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let Some(k) = memchr::memchr2(b'"', b'\\', &self.b[self.i..]) else {
+                self.i = self.b.len();
+                return self.err("unterminated string");
+            };
+            self.i += k;
+            if self.b[self.i] == b'"' {
+                let s = &self.b[start..self.i];
+                self.i += 1;
+                return Ok((s, escaped));
+            }
+            escaped = true;
+            // A backslash and the character it escapes.
+            self.i += 2;
+            if self.i > self.b.len() {
+                return self.err("unterminated string");
+            }
+        }
+    }
+
+    /// A string value.
+    pub fn string(&mut self) -> Result<Cow<'a, str>> {
+        let at = self.i;
+        let (raw, escaped) = self.raw_string()?;
+        if !escaped {
+            if raw.iter().any(|&c| c < 0x20) {
+                return Err(JsonError {
+                    message: "control character in string".into(),
+                    offset: at,
+                });
+            }
+            return std::str::from_utf8(raw)
+                .map(Cow::Borrowed)
+                .map_err(|e| JsonError {
+                    message: format!("invalid UTF-8 in string: {e}"),
+                    offset: at,
+                });
+        }
+        unescape(raw).map(Cow::Owned).map_err(|m| JsonError {
+            message: m,
+            offset: at,
+        })
+    }
+
+    /// A string value, or `None` for `null`.
+    pub fn opt_string(&mut self) -> Result<Option<Cow<'a, str>>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        self.string().map(Some)
+    }
+
+    /// An integer value (no fraction or exponent).
+    pub fn i64(&mut self) -> Result<i64> {
+        self.ws();
+        let start = self.i;
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("");
+        match (text.parse::<i64>(), self.b.get(self.i)) {
+            (Ok(v), next) if !matches!(next, Some(b'.' | b'e' | b'E')) => Ok(v),
+            _ => {
+                self.i = start;
+                self.err("expected an integer")
+            }
+        }
+    }
+
+    /// Calls `field` with each key of the object starting here; `field` must read or
+    /// [`skip`](Self::skip) the key's value.
+    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &[u8]) -> Result<()>) -> Result<()> {
+        self.eat(b'{')?;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            let (raw, escaped) = self.raw_string()?;
+            let unescaped;
+            let key: &[u8] = if escaped {
+                unescaped = unescape(raw).map_err(|m| JsonError {
+                    message: m,
+                    offset: self.i,
+                })?;
+                unescaped.as_bytes()
+            } else {
+                raw
+            };
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return self.err("expected ',' or '}' in an object"),
+            }
+        }
+    }
+
+    /// Calls `item` for each element of the array starting here (or nothing for `null`);
+    /// `item` must read or skip the element.
+    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        if self.null()? {
+            return Ok(());
+        }
+        self.eat(b'[')?;
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return self.err("expected ',' or ']' in an array"),
+            }
+        }
+    }
+
+    /// Skips one value of any kind, checking its structure.
+    pub fn skip(&mut self) -> Result<()> {
+        self.skip_depth(0)
+    }
+
+    /// Skips one value and returns the bytes it spans.
+    pub fn capture(&mut self) -> Result<&'a [u8]> {
+        self.ws();
+        let start = self.i;
+        self.skip()?;
+        Ok(&self.b[start..self.i])
+    }
+
+    fn skip_depth(&mut self, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return self.err("nested too deeply");
+        }
+        match self.peek() {
+            Some(b'"') => self.raw_string().map(|_| ()),
+            Some(b'{') => self.object(|r, _| r.skip_depth(depth + 1)),
+            Some(b'[') => self.array(|r| r.skip_depth(depth + 1)),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.i;
+                while self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                {
+                    self.i += 1;
+                }
+                let text = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("x");
+                if text.parse::<f64>().is_ok() {
+                    Ok(())
+                } else {
+                    self.i = start;
+                    self.err("invalid number")
+                }
+            }
+            Some(_) => self.err("expected a value"),
+            None => self.err("unexpected end of input"),
+        }
+    }
+
+    /// Fails unless only whitespace is left.
+    pub fn end(&mut self) -> Result<()> {
+        if self.peek().is_some() {
+            return self.err("trailing characters after the JSON value");
+        }
+        Ok(())
+    }
+}
+
+fn hex4(b: &[u8]) -> Option<u32> {
+    if b.len() < 4 {
+        return None;
+    }
+    let s = std::str::from_utf8(&b[..4]).ok()?;
+    u32::from_str_radix(s, 16).ok()
+}
+
+/// Decodes the escapes of a string's raw bytes.
+fn unescape(raw: &[u8]) -> std::result::Result<String, String> {
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if c < 0x20 {
+            return Err("control character in string".into());
+        }
+        if c != b'\\' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let e = *raw.get(i + 1).ok_or("unterminated escape")?;
+        i += 2;
+        let ch = match e {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = hex4(&raw[i..]).ok_or("invalid \\u escape")?;
+                i += 4;
+                let code = if (0xD800..0xDC00).contains(&hi) {
+                    // A high surrogate must be followed by an escaped low surrogate.
+                    let lo = (raw.get(i..i + 2) == Some(b"\\u"))
+                        .then(|| hex4(&raw[i + 2..]))
+                        .flatten()
+                        .filter(|lo| (0xDC00..0xE000).contains(lo))
+                        .ok_or("unpaired surrogate in \\u escape")?;
+                    i += 6;
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else if (0xDC00..0xE000).contains(&hi) {
+                    return Err("unpaired surrogate in \\u escape".into());
+                } else {
+                    hi
+                };
+                char::from_u32(code).ok_or("invalid \\u escape")?
+            }
+            other => return Err(format!("invalid escape '\\{}'", other as char)),
+        };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    }
+    String::from_utf8(out).map_err(|e| format!("invalid UTF-8 in string: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_obj(text: &str) -> Result<Vec<(String, String)>> {
+        let mut r = Reader::new(text.as_bytes());
+        let mut out = Vec::new();
+        r.object(|r, k| {
+            let key = String::from_utf8_lossy(k).to_string();
+            if key.starts_with('s') {
+                out.push((key, r.string()?.into_owned()));
+            } else {
+                let raw = r.capture()?;
+                out.push((key, String::from_utf8_lossy(raw).to_string()));
+            }
+            Ok(())
+        })?;
+        r.end()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_strings_and_skips_the_rest() {
+        let v = read_obj(
+            r#"{"s1":"plain","x":{"a":[1,2.5e3,-3,true,false,null,{"b":"}"}]},"s2":"q\"\\\/\n\u00e9\ud83d\ude00"}"#,
+        )
+        .unwrap();
+        assert_eq!(v[0], ("s1".into(), "plain".into()));
+        assert_eq!(
+            v[1].1,
+            r#"{"a":[1,2.5e3,-3,true,false,null,{"b":"}"}]}"#.to_string()
+        );
+        assert_eq!(v[2], ("s2".into(), "q\"\\/\né😀".into()));
+    }
+
+    #[test]
+    fn rejects_malformed_input_without_panicking() {
+        for bad in [
+            "",
+            "{",
+            r#"{"s":"unterminated}"#,
+            r#"{"s":"bad \x escape"}"#,
+            r#"{"s":"\ud800 alone"}"#,
+            r#"{"s":"\u12"}"#,
+            r#"{"x":tru}"#,
+            r#"{"x":1.2.3}"#,
+            r#"{"x":[1 2]}"#,
+            r#"{"x":1} trailing"#,
+            r#"{"x" 1}"#,
+            "{\"s\":\"raw\ncontrol\"}",
+            r#"{"s":"\"#,
+        ] {
+            assert!(read_obj(bad).is_err(), "accepted {bad:?}");
+        }
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(read_obj(&deep).is_err());
+        let mut r = Reader::new(&[b'{', b'"', b's', b'"', b':', b'"', 0xff, b'"', b'}']);
+        assert!(r.object(|r, _| r.string().map(|_| ())).is_err());
+    }
+
+    #[test]
+    fn integers() {
+        let mut r = Reader::new(b" -1783175888090631 ");
+        assert_eq!(r.i64().unwrap(), -1783175888090631);
+        assert!(Reader::new(b"1.5").i64().is_err());
+        assert!(Reader::new(b"99999999999999999999").i64().is_err());
+        assert!(Reader::new(b"\"1\"").i64().is_err());
+    }
+}
