@@ -190,6 +190,50 @@ async fn top_n_per_window_with_row_number() {
     .await;
 }
 
+/// Top-N whose order key has many ties and NULLs (DESC puts NULLs first): the window emits
+/// only the rows that can make the top N, ties at the boundary included, and the result is
+/// still exact.
+#[tokio::test]
+async fn top_n_with_ties_and_nulls() {
+    check(
+        "topn_nulls",
+        standard_config(),
+        "INSERT INTO out SELECT ws, keyword, m, rn FROM (
+           SELECT win['start'] AS ws, keyword, m, ROW_NUMBER() OVER (PARTITION BY win ORDER BY m DESC, keyword) AS rn
+           FROM (SELECT keyword, max(CASE WHEN character_length(keyword) > 7 THEN character_length(keyword) END) AS m,
+                        tumble(INTERVAL '1' MINUTE) AS win
+                 FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+                 GROUP BY keyword, win))
+         WHERE rn <= 3",
+        &format!("{TUMBLE_1M} SELECT ws, keyword, m, rn FROM (
+           SELECT ws, keyword, m, ROW_NUMBER() OVER (PARTITION BY ws ORDER BY m DESC, keyword) AS rn
+           FROM (SELECT ws, keyword, max(CASE WHEN character_length(keyword) > 7 THEN character_length(keyword) END) AS m
+                 FROM (SELECT ws, unnest(keywords(text)) AS keyword FROM p) GROUP BY ws, keyword))
+         WHERE rn <= 3"),
+    )
+    .await;
+}
+
+/// Bottom-N (ascending) over a hop, where most keywords tie at the lowest count.
+#[tokio::test]
+async fn bottom_n_ascending_with_ties() {
+    check(
+        "bottomn",
+        standard_config(),
+        "INSERT INTO out SELECT we, keyword, n, rn FROM (
+           SELECT win['end'] AS we, keyword, n, ROW_NUMBER() OVER (PARTITION BY win ORDER BY n ASC, keyword DESC) AS rn
+           FROM (SELECT keyword, count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+                 FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
+                 GROUP BY keyword, win))
+         WHERE rn < 5",
+        &format!("{HOP_1M_5M} SELECT we, keyword, n, rn FROM (
+           SELECT we, keyword, n, ROW_NUMBER() OVER (PARTITION BY we ORDER BY n ASC, keyword DESC) AS rn
+           FROM (SELECT we, keyword, count(*) AS n FROM (SELECT we, unnest(keywords(text)) AS keyword FROM p) GROUP BY we, keyword))
+         WHERE rn < 5"),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn cross_join_unnest_of_hashtags() {
     let cfg = GeneratorConfig {

@@ -69,6 +69,37 @@ enum Parsed<'a> {
     Other,
 }
 
+/// Which parts of a post record a decoder needs (the rest is skipped unread).
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    created_at: bool,
+    langs: bool,
+    /// Facets and `tags` (hashtags, mentions, links).
+    facets: bool,
+    reply: bool,
+    embed: bool,
+}
+
+impl Want {
+    const ALL: Want = Want {
+        created_at: true,
+        langs: true,
+        facets: true,
+        reply: true,
+        embed: true,
+    };
+
+    fn of(b: &PostDataBuilder) -> Want {
+        Want {
+            created_at: b.wants(5),
+            langs: b.wants(7),
+            facets: b.wants(8) || b.wants(9) || b.wants(10),
+            reply: b.wants(11) || b.wants(12),
+            embed: b.wants(13),
+        }
+    }
+}
+
 fn missing<T>(what: &str) -> Result<T, String> {
     Err(format!("missing field '{what}'"))
 }
@@ -103,15 +134,15 @@ fn strong_ref<'a>(r: &mut Reader<'a>) -> json::Result<Option<StrongRef<'a>>> {
     }
 }
 
-fn record<'a>(r: &mut Reader<'a>) -> json::Result<Record<'a>> {
+fn record<'a>(r: &mut Reader<'a>, want: Want) -> json::Result<Record<'a>> {
     let mut rec = Record::default();
     r.object(|r, k| {
         match k {
             b"text" => rec.text = r.string()?,
-            b"createdAt" => rec.created_at = r.opt_string()?,
-            b"langs" => rec.langs = strings(r)?,
-            b"tags" => rec.tags = strings(r)?,
-            b"facets" => {
+            b"createdAt" if want.created_at => rec.created_at = r.opt_string()?,
+            b"langs" if want.langs => rec.langs = strings(r)?,
+            b"tags" if want.facets => rec.tags = strings(r)?,
+            b"facets" if want.facets => {
                 if r.null()? {
                     return Ok(());
                 }
@@ -141,7 +172,7 @@ fn record<'a>(r: &mut Reader<'a>) -> json::Result<Record<'a>> {
                 })?;
                 rec.facets = Some(facets);
             }
-            b"reply" => {
+            b"reply" if want.reply => {
                 if !r.null()? {
                     let (mut parent, mut root) = (None, None);
                     r.object(|r, k| {
@@ -155,7 +186,7 @@ fn record<'a>(r: &mut Reader<'a>) -> json::Result<Record<'a>> {
                     rec.reply = Some(Reply { parent, root });
                 }
             }
-            b"embed" => {
+            b"embed" if want.embed => {
                 if !r.null()? {
                     let mut kind = None;
                     r.object(|r, k| match k {
@@ -179,7 +210,7 @@ fn is_post_create(operation: Option<&str>, collection: Option<&str>) -> Option<b
     Some(operation? == "create" && collection? == POST_COLLECTION)
 }
 
-fn commit<'a>(r: &mut Reader<'a>) -> Result<Commit<'a>, String> {
+fn commit<'a>(r: &mut Reader<'a>, want: Want) -> Result<Commit<'a>, String> {
     let (mut operation, mut collection, mut rkey, mut cid) = (None, None, None, None);
     let mut rec = None;
     // A record met before `operation`/`collection` is kept raw until they are known.
@@ -192,7 +223,11 @@ fn commit<'a>(r: &mut Reader<'a>) -> Result<Commit<'a>, String> {
             b"cid" => cid = r.opt_string()?,
             b"record" => match is_post_create(operation.as_deref(), collection.as_deref()) {
                 Some(true) => {
-                    rec = if r.null()? { None } else { Some(record(r)?) };
+                    rec = if r.null()? {
+                        None
+                    } else {
+                        Some(record(r, want)?)
+                    };
                 }
                 Some(false) => r.skip()?,
                 None => pending = Some(r.capture()?),
@@ -216,7 +251,7 @@ fn commit<'a>(r: &mut Reader<'a>) -> Result<Commit<'a>, String> {
         rec = if r.null().map_err(|e| e.to_string())? {
             None
         } else {
-            Some(record(&mut r).map_err(|e| format!("in commit.record: {e}"))?)
+            Some(record(&mut r, want).map_err(|e| format!("in commit.record: {e}"))?)
         };
     }
     Ok(Commit {
@@ -228,7 +263,7 @@ fn commit<'a>(r: &mut Reader<'a>) -> Result<Commit<'a>, String> {
     })
 }
 
-fn event(line: &[u8]) -> Result<Event<'_>, String> {
+fn event(line: &[u8], want: Want) -> Result<Event<'_>, String> {
     let mut r = Reader::new(line);
     let (mut did, mut time_us, mut kind, mut commit_value) = (None, None, None, None);
     let mut commit_err = None;
@@ -239,7 +274,7 @@ fn event(line: &[u8]) -> Result<Event<'_>, String> {
             b"kind" => kind = Some(r.string()?),
             b"commit" => {
                 if !r.null()? {
-                    match commit(r) {
+                    match commit(r, want) {
                         Ok(c) => commit_value = Some(c),
                         Err(e) => {
                             commit_err = Some(e);
@@ -265,8 +300,8 @@ fn event(line: &[u8]) -> Result<Event<'_>, String> {
     })
 }
 
-fn parse(line: &[u8]) -> Result<Parsed<'_>, String> {
-    let ev = event(line).map_err(|e| format!("invalid Jetstream event: {e}"))?;
+fn parse(line: &[u8], want: Want) -> Result<Parsed<'_>, String> {
+    let ev = event(line, want).map_err(|e| format!("invalid Jetstream event: {e}"))?;
     match (ev.kind.as_ref(), &ev.commit) {
         ("commit", Some(c)) if c.collection == POST_COLLECTION && c.operation == "create" => {
             if c.record.is_none() {
@@ -354,7 +389,7 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
 /// Decodes one Jetstream event into an owned [`PostData`] (`Ok(None)` for events that are not
 /// post creates).
 pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
-    let Parsed::Post(ev) = parse(line)? else {
+    let Parsed::Post(ev) = parse(line, Want::ALL)? else {
         return Ok(None);
     };
     let c = ev.commit.as_ref().expect("checked");
@@ -442,7 +477,7 @@ impl RecordDecoder for JetstreamDecoder {
     }
 
     fn push(&mut self, record: &[u8]) -> Result<Decoded, String> {
-        match parse(record)? {
+        match parse(record, Want::of(&self.builder))? {
             Parsed::Post(ev) => {
                 append(&mut self.builder, &ev);
                 Ok(Decoded::Row)

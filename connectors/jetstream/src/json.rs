@@ -49,6 +49,7 @@ impl<'a> Reader<'a> {
         })
     }
 
+    #[inline]
     fn ws(&mut self) {
         while let Some(&c) = self.b.get(self.i) {
             if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
@@ -59,11 +60,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn peek(&mut self) -> Option<u8> {
         self.ws();
         self.b.get(self.i).copied()
     }
 
+    #[inline]
     fn eat(&mut self, c: u8) -> Result<()> {
         if self.peek() == Some(c) {
             self.i += 1;
@@ -81,6 +84,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Whether the next value is `null` (consumed if so).
+    #[inline]
     pub fn null(&mut self) -> Result<bool> {
         if self.peek() == Some(b'n') {
             self.literal(b"null")?;

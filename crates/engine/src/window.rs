@@ -11,11 +11,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow::array::make_comparator;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StructArray, TimestampNanosecondArray,
     UInt32Array,
 };
-use arrow::compute::{cast, filter_record_batch, interleave, take};
+use arrow::compute::{SortOptions, cast, filter_record_batch, interleave, sort_to_indices, take};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -373,6 +374,7 @@ pub struct WindowAggregate {
     local_ids: Vec<usize>,
     /// Dictionary id -> group of the window being merged (`u32::MAX`: not in it).
     window_map: Vec<u32>,
+    emit_limit: Option<EmitLimit>,
 }
 
 impl std::fmt::Debug for WindowAggregate {
@@ -458,6 +460,7 @@ impl WindowAggregate {
             ids: Vec::new(),
             local_ids: Vec::new(),
             window_map: Vec::new(),
+            emit_limit: None,
         })
     }
 
@@ -824,6 +827,29 @@ impl WindowAggregate {
                 .collect::<Result<Vec<_>, _>>()?;
             (gids, values)
         };
+        // Aggregate values in their declared output types.
+        let group_cols = self.keys.len() + 1;
+        let mut values = values
+            .into_iter()
+            .zip(&self.output_schema.fields()[group_cols..])
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut gids = gids;
+        if let Some(limit) = &self.emit_limit
+            && let Some(keep) = limit.rows_to_keep(&values[limit.column - group_cols])?
+        {
+            gids = keep.values().iter().map(|&i| gids[i as usize]).collect();
+            values = values
+                .iter()
+                .map(|v| take(v, &keep, None))
+                .collect::<Result<Vec<_>, _>>()?;
+        }
         let rows = gids.len();
         let start = end - self.spec.width_ns;
         let window: ArrayRef = Arc::new(StructArray::new(
@@ -841,26 +867,56 @@ impl WindowAggregate {
             self.dict.keys(&gids)?
         };
         keys.insert(self.window_pos, window);
-        cols.extend(keys);
+        // Key columns in their declared output types.
+        for (c, f) in keys.into_iter().zip(self.output_schema.fields()) {
+            cols.push(if c.data_type() == f.data_type() {
+                c
+            } else {
+                cast(&c, f.data_type())?
+            });
+        }
         cols.extend(values);
-        // Cast to the declared output types where accumulators differ in nullability/type.
-        let cols = cols
-            .into_iter()
-            .zip(self.output_schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         self.stats.windows_emitted += 1;
         self.stats.rows_emitted += rows as u64;
         Ok(Some(RecordBatch::try_new(
             self.output_schema.clone(),
             cols,
         )?))
+    }
+
+    /// Declares that whatever reads this operator's windows keeps only the first `k` rows of
+    /// each by output column `column` (an aggregate value) in `options` order, and reads every
+    /// row it is given otherwise unchanged (a per-window top-K directly above the window).
+    /// Each window then emits only the rows that can make its top `k` (ties at the boundary
+    /// included), and materialises keys only for them. Ignored for key columns.
+    pub fn limit_emission(&mut self, column: usize, options: SortOptions, k: usize) {
+        if column > self.keys.len() && column < self.output_schema.fields().len() && k > 0 {
+            self.emit_limit = Some(EmitLimit { column, options, k });
+        }
+    }
+}
+
+/// See [`WindowAggregate::limit_emission`].
+#[derive(Debug, Clone, Copy)]
+struct EmitLimit {
+    column: usize,
+    options: SortOptions,
+    k: usize,
+}
+
+impl EmitLimit {
+    /// Rows of `col` that sort no later than its `k`-th row (`None`: keep all).
+    fn rows_to_keep(&self, col: &ArrayRef) -> Result<Option<UInt32Array>> {
+        if col.len() <= self.k {
+            return Ok(None);
+        }
+        let top = sort_to_indices(col, Some(self.options), Some(self.k))?;
+        let kth = top.value(self.k - 1) as usize;
+        let cmp = make_comparator(col.as_ref(), col.as_ref(), self.options)?;
+        let keep: UInt32Array = (0..col.len() as u32)
+            .filter(|&i| cmp(i as usize, kth) != std::cmp::Ordering::Greater)
+            .collect();
+        Ok(Some(keep))
     }
 }
 

@@ -577,7 +577,8 @@ fn split_stages(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Vec<St
             input: None,
         }]),
         Some((w, below, feed)) => {
-            let upper = scope_topk_to_window(upper, w.window_column())?;
+            let mut w = w;
+            let upper = scope_topk_to_window(upper, &mut w)?;
             let mut stages = split_stages(below)?;
             stages.push(Stage::Window(Box::new(w)));
             let is_leaf = upper
@@ -642,10 +643,15 @@ fn cut_window(
 /// ORDER BY ...) <= K`, which DataFusion's `WindowTopN` turns into a `PartitionedTopKExec`) whose
 /// partition keys are such columns is a plain top-K: a `SortExec` with a fetch, which keeps a
 /// K-row heap and skips rows that cannot enter it.
+///
+/// When that top-K reads the window's rows unfiltered and sorts first by an aggregate column,
+/// the window operator is told so ([`WindowAggregate::limit_emission`]) and emits only the rows
+/// that can make the top K.
 fn scope_topk_to_window(
     plan: Arc<dyn ExecutionPlan>,
-    window_column: usize,
+    window: &mut WindowAggregate,
 ) -> skystream_engine::Result<Arc<dyn ExecutionPlan>> {
+    let window_column = window.window_column();
     use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
     use datafusion::physical_expr::LexOrdering;
     use datafusion::physical_plan::sorts::partitioned_topk::{PartitionedTopKExec, WindowFnKind};
@@ -672,13 +678,34 @@ fn scope_topk_to_window(
             // The constant partition keys stay first in the sort key: the window function
             // above reads its partitions from the ordering (and the dynamic filter of the heap
             // compares them in one step).
-            let Some(order) = LexOrdering::new(exprs) else {
+            let Some(order) = LexOrdering::new(exprs.clone()) else {
                 return Ok(Transformed::no(node));
             };
+            let first = &exprs[prefix];
+            if let Some(c) = first
+                .expr
+                .downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                && let Some(fed) = feed_column(topk.input(), c.index())
+            {
+                window.limit_emission(fed, first.options, topk.fetch());
+            }
             let sort = SortExec::new(order, topk.input().clone()).with_fetch(Some(topk.fetch()));
             Ok(Transformed::yes(Arc::new(sort) as Arc<dyn ExecutionPlan>))
         })
         .data()?)
+}
+
+/// The window feed's column that output column `column` of `plan` is, when every row of the
+/// feed reaches `plan` unchanged (only projections in between).
+fn feed_column(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<usize> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    if plan.downcast_ref::<FeedExec>().is_some() {
+        return Some(column);
+    }
+    let p = plan.downcast_ref::<ProjectionExec>()?;
+    let c = p.expr().get(column)?.expr.downcast_ref::<Column>()?;
+    feed_column(p.input(), c.index())
 }
 
 /// Which output columns of a post-window plan derive only from the window column (`FeedExec`

@@ -9,9 +9,9 @@
 //!   dropped; Hangul words stay whole. CJK text is never split into bytes.
 //! * Stopwords are removed for en, pt, es, de, fr, ja and ko (and a few more common ones).
 
-use std::collections::HashSet;
 use std::sync::LazyLock;
 
+use hashbrown::HashMap;
 use skystream_model::normalize_hashtag;
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -20,37 +20,43 @@ mod stopwords;
 /// Languages with a stopword list.
 pub const STOPWORD_LANGS: &[&str] = &["en", "pt", "es", "de", "fr", "it", "nl", "ja", "ko"];
 
-static ALL_STOPWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
-    stopwords::LISTS
-        .iter()
-        .flat_map(|(_, words)| words.split_whitespace())
-        .collect()
+/// Every stopword, with the languages (bits of [`STOPWORD_LANGS`]) whose list holds it.
+static STOPWORDS: LazyLock<HashMap<&'static str, u32>> = LazyLock::new(|| {
+    let mut m: HashMap<&'static str, u32> = HashMap::new();
+    for (lang, words) in stopwords::LISTS {
+        let bit = lang_bit(lang);
+        for w in words.split_whitespace() {
+            *m.entry(w).or_default() |= bit;
+        }
+    }
+    m
 });
 
-static BY_LANG: LazyLock<Vec<(&'static str, HashSet<&'static str>)>> = LazyLock::new(|| {
-    stopwords::LISTS
+fn lang_bit(primary: &str) -> u32 {
+    STOPWORD_LANGS
         .iter()
-        .map(|(l, words)| (*l, words.split_whitespace().collect()))
-        .collect()
-});
-
-/// Which stopwords apply.
-#[derive(Debug, Clone, Copy)]
-pub enum Stopwords<'a> {
-    /// Every list (when a post's languages are unknown).
-    All,
-    /// English plus the lists of these BCP-47 tags (`pt-BR` uses `pt`).
-    Langs(&'a [&'a str]),
+        .position(|l| *l == primary)
+        .map_or(0, |i| 1 << i)
 }
 
-impl Stopwords<'_> {
-    fn contains(&self, w: &str) -> bool {
-        match self {
-            Stopwords::All => ALL_STOPWORDS.contains(w),
-            Stopwords::Langs(langs) => BY_LANG.iter().any(|(l, set)| {
-                (*l == "en" || langs.iter().any(|t| primary(t) == *l)) && set.contains(w)
-            }),
-        }
+/// Which stopword lists apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopwords(u32);
+
+impl Stopwords {
+    /// Every list (when a post's languages are unknown).
+    pub const ALL: Stopwords = Stopwords(u32::MAX);
+
+    /// English plus the lists of these BCP-47 tags (`pt-BR` uses `pt`).
+    pub fn for_langs<'a>(tags: impl IntoIterator<Item = &'a str>) -> Self {
+        Stopwords(
+            tags.into_iter()
+                .fold(lang_bit("en"), |m, t| m | lang_bit(primary(t))),
+        )
+    }
+
+    fn contains(self, w: &str) -> bool {
+        STOPWORDS.get(w).is_some_and(|langs| langs & self.0 != 0)
     }
 }
 
@@ -60,18 +66,21 @@ fn primary(tag: &str) -> &str {
 
 /// Whether a whitespace-separated chunk is a URL or a mention (removed whole).
 fn is_url_or_mention(chunk: &str) -> bool {
-    chunk.starts_with('@')
-        || chunk.contains("://")
-        || chunk
-            .get(..4)
-            .is_some_and(|p| p.eq_ignore_ascii_case("www."))
-        || (chunk.contains('/')
-            && chunk.split('/').next().is_some_and(|host| {
-                host.contains('.')
-                    && host.rsplit('.').next().is_some_and(|tld| {
-                        tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())
-                    })
-            }))
+    let b = chunk.as_bytes();
+    if b.first() == Some(&b'@') || b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"www.")) {
+        return true;
+    }
+    // Every other URL form holds a '/'.
+    if memchr::memchr(b'/', b).is_none() {
+        return false;
+    }
+    chunk.contains("://")
+        || chunk.split('/').next().is_some_and(|host| {
+            host.contains('.')
+                && host.rsplit('.').next().is_some_and(|tld| {
+                    tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())
+                })
+        })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -92,8 +101,16 @@ fn script(c: char) -> Script {
 }
 
 /// Calls `emit` with each keyword of `text`, in order (duplicates included).
-pub fn for_each_keyword(text: &str, stop: Stopwords<'_>, mut emit: impl FnMut(&str)) {
+pub fn for_each_keyword(text: &str, stop: Stopwords, mut emit: impl FnMut(&str)) {
     let mut buf = String::new();
+    if text.is_ascii() {
+        for chunk in text.split_ascii_whitespace() {
+            if !is_url_or_mention(chunk) {
+                ascii_words(chunk, stop, &mut buf, &mut emit);
+            }
+        }
+        return;
+    }
     for chunk in text.split_whitespace() {
         if is_url_or_mention(chunk) {
             continue;
@@ -116,20 +133,38 @@ pub fn for_each_keyword(text: &str, stop: Stopwords<'_>, mut emit: impl FnMut(&s
     }
 }
 
-fn ascii_words(chunk: &str, stop: Stopwords<'_>, buf: &mut String, emit: &mut impl FnMut(&str)) {
-    for raw in chunk.split(|c: char| !(c.is_ascii_alphanumeric() || c == '\'' || c == '_')) {
-        let w = raw.trim_matches(|c| c == '\'' || c == '_');
-        if w.len() < 2 || w.bytes().all(|b| b.is_ascii_digit()) {
+/// Words of an ASCII chunk: runs of letters, digits, `'` and `_`, trimmed of `'`/`_`; numbers
+/// and one-letter words dropped; lowercased; possessive `'s` removed.
+fn ascii_words(chunk: &str, stop: Stopwords, buf: &mut String, emit: &mut impl FnMut(&str)) {
+    let b = chunk.as_bytes();
+    let word_byte = |c: u8| c.is_ascii_alphanumeric() || c == b'\'' || c == b'_';
+    let mut i = 0;
+    while i < b.len() {
+        if !word_byte(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && word_byte(b[i]) {
+            i += 1;
+        }
+        let w = chunk[start..i].trim_matches(|c| c == '\'' || c == '_');
+        if w.len() < 2 || w.bytes().all(|c| c.is_ascii_digit()) {
             continue;
         }
         buf.clear();
         buf.push_str(w);
         buf.make_ascii_lowercase();
-        finish_word(buf, stop, emit);
+        if buf.len() > 3 && buf.ends_with("'s") {
+            buf.truncate(buf.len() - 2);
+        }
+        if !stop.contains(buf) {
+            emit(buf);
+        }
     }
 }
 
-fn finish_word(buf: &mut String, stop: Stopwords<'_>, emit: &mut impl FnMut(&str)) {
+fn finish_word(buf: &mut String, stop: Stopwords, emit: &mut impl FnMut(&str)) {
     for suffix in ["'s", "\u{2019}s"] {
         if buf.len() > suffix.len() + 1 && buf.ends_with(suffix) {
             buf.truncate(buf.len() - suffix.len());
@@ -147,7 +182,7 @@ fn finish_word(buf: &mut String, stop: Stopwords<'_>, emit: &mut impl FnMut(&str
     }
 }
 
-fn unicode_word(word: &str, stop: Stopwords<'_>, buf: &mut String, emit: &mut impl FnMut(&str)) {
+fn unicode_word(word: &str, stop: Stopwords, buf: &mut String, emit: &mut impl FnMut(&str)) {
     if word.chars().all(|c| c.is_numeric()) {
         return;
     }
@@ -198,7 +233,7 @@ fn unicode_word(word: &str, stop: Stopwords<'_>, buf: &mut String, emit: &mut im
     }
 }
 
-fn emit_chars(chars: &[char], stop: Stopwords<'_>, buf: &mut String, emit: &mut impl FnMut(&str)) {
+fn emit_chars(chars: &[char], stop: Stopwords, buf: &mut String, emit: &mut impl FnMut(&str)) {
     buf.clear();
     buf.extend(chars);
     if !stop.contains(buf) {
@@ -207,7 +242,7 @@ fn emit_chars(chars: &[char], stop: Stopwords<'_>, buf: &mut String, emit: &mut 
 }
 
 /// The keywords of `text`, deduplicated within the text, in first-seen order.
-pub fn keywords(text: &str, stop: Stopwords<'_>) -> Vec<String> {
+pub fn keywords(text: &str, stop: Stopwords) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for_each_keyword(text, stop, |w| {
         if !out.iter().any(|o| o == w) {
@@ -243,7 +278,7 @@ mod tests {
     use super::*;
 
     fn kw(t: &str) -> Vec<String> {
-        keywords(t, Stopwords::All)
+        keywords(t, Stopwords::ALL)
     }
 
     #[test]
@@ -298,11 +333,11 @@ mod tests {
     fn language_specific_stopwords() {
         // "die" is a German stopword but an English word.
         assert_eq!(
-            keywords("plants die", Stopwords::Langs(&["en"])),
+            keywords("plants die", Stopwords::for_langs(["en"])),
             vec!["plants", "die"]
         );
         assert_eq!(
-            keywords("plants die", Stopwords::Langs(&["de-DE"])),
+            keywords("plants die", Stopwords::for_langs(["de-DE"])),
             vec!["plants"]
         );
     }

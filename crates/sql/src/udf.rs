@@ -84,30 +84,32 @@ impl ScalarUDFImpl for Keywords {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let text = to_utf8(&arrays[0])?;
         let text = text.as_string::<i32>();
-        let langs = arrays.get(1).map(|l| l.as_list::<i32>().clone());
+        // Language tags of each row: the list's offsets into one string array.
+        let langs = match arrays.get(1) {
+            Some(l) => {
+                let l = l.as_list::<i32>();
+                Some((l.clone(), to_utf8(l.values())?))
+            }
+            None => None,
+        };
         let mut out = ListBuilder::with_capacity(StringBuilder::with_capacity(n * 8, n * 64), n);
         let mut seen: Vec<(usize, usize)> = Vec::new();
-        let mut tags: Vec<String> = Vec::new();
         for i in 0..n {
             if text.is_null(i) {
                 out.append_null();
                 continue;
             }
             let stop = match &langs {
-                Some(l) if !l.is_null(i) && !l.value(i).is_empty() => {
-                    let v = l.value(i);
-                    let v = to_utf8(&v)?;
-                    tags.clear();
-                    tags.extend(v.as_string::<i32>().iter().flatten().map(str::to_string));
-                    true
+                Some((l, values)) if l.is_valid(i) && l.value_length(i) > 0 => {
+                    let values = values.as_string::<i32>();
+                    let offsets = l.value_offsets();
+                    Stopwords::for_langs(
+                        (offsets[i] as usize..offsets[i + 1] as usize)
+                            .filter(|&j| values.is_valid(j))
+                            .map(|j| values.value(j)),
+                    )
                 }
-                _ => false,
-            };
-            let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
-            let stop = if stop {
-                Stopwords::Langs(&tag_refs)
-            } else {
-                Stopwords::All
+                _ => Stopwords::ALL,
             };
             seen.clear();
             for_each_keyword(text.value(i), stop, |w| {
