@@ -21,7 +21,8 @@ use arrow::datatypes::{DataType, SchemaRef};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use skystream_engine::connector::{Connector, TableDef};
-use skystream_engine::format::{Decoded, RecordDecoder};
+use skystream_engine::format::RecordDecoder;
+pub use skystream_engine::format::push_record;
 use skystream_engine::source::{Source, SourceContext, SourceEvent, Stopped};
 use skystream_engine::{Error, Result};
 use skystream_jetstream::format::{FORMATS, decoder_for, resolve_schema};
@@ -315,34 +316,6 @@ impl Source for LinesSource {
     }
 }
 
-/// Decodes one input record into `decoder`, counting it, and counting and logging (the first
-/// 20 of) the malformed ones.
-pub fn push_record(
-    decoder: &mut dyn RecordDecoder,
-    ctx: &SourceContext,
-    name: &str,
-    record_no: u64,
-    record: &[u8],
-    logged: &mut u32,
-) {
-    let trimmed = record.trim_ascii();
-    if trimmed.is_empty() {
-        return;
-    }
-    ctx.counters.add_records(1);
-    match decoder.push(trimmed) {
-        Ok(Decoded::Row) => {}
-        Ok(Decoded::Filtered) => ctx.counters.add_filtered(1),
-        Err(reason) => {
-            ctx.counters.add_malformed(1);
-            if *logged < 20 {
-                *logged += 1;
-                tracing::warn!(source = %name, record = record_no, "skipping malformed record: {reason}");
-            }
-        }
-    }
-}
-
 /// Sends a batch whose first row is at `event_ns`, first waiting until the pacer releases it,
 /// then lets other tasks run (sources decode on the engine's thread).
 pub async fn send_paced(
@@ -360,6 +333,7 @@ pub async fn send_paced(
     }
     ctx.send(SourceEvent::Batch {
         batch,
+        split: 0,
         position: Some(position),
     })
     .await?;

@@ -1,6 +1,7 @@
 //! `skystream`: streaming SQL over the Bluesky firehose.
 
 mod bench;
+mod jetstream_cmds;
 mod vars;
 
 use std::path::PathBuf;
@@ -78,6 +79,10 @@ enum Command {
     },
     /// List the connectors.
     Connectors,
+    /// Serve a JSONL file of Jetstream events as a local Jetstream v1 endpoint.
+    JetstreamServe(jetstream_cmds::ServeArgs),
+    /// Jetstream -> Kafka: every event to a topic, keyed by author, resumable by cursor.
+    Ingest(jetstream_cmds::IngestArgs),
     /// Measure throughput: JSON parse -> keywords -> hop(1 min, 10 min) count -> top-20.
     Bench(bench::BenchArgs),
 }
@@ -155,6 +160,8 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args),
+        Command::JetstreamServe(args) => jetstream_cmds::serve(args),
+        Command::Ingest(args) => jetstream_cmds::ingest(args),
     }
 }
 
@@ -165,7 +172,7 @@ fn read_script(file: &PathBuf, sets: &[String]) -> Result<String> {
     vars::substitute(&text, &vars).map_err(anyhow::Error::msg)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)

@@ -30,23 +30,60 @@ pub trait RecordDecoder: Send {
     fn flush(&mut self) -> Result<Option<RecordBatch>>;
 }
 
+/// Decodes one input record into `decoder`, counting it, and counting and logging (the first
+/// 20 of) the malformed ones.
+pub fn push_record(
+    decoder: &mut dyn RecordDecoder,
+    ctx: &crate::source::SourceContext,
+    name: &str,
+    record_no: u64,
+    record: &[u8],
+    logged: &mut u32,
+) {
+    let trimmed = record.trim_ascii();
+    if trimmed.is_empty() {
+        return;
+    }
+    ctx.counters.add_records(1);
+    match decoder.push(trimmed) {
+        Ok(Decoded::Row) => {}
+        Ok(Decoded::Filtered) => ctx.counters.add_filtered(1),
+        Err(reason) => {
+            ctx.counters.add_malformed(1);
+            if *logged < 20 {
+                *logged += 1;
+                tracing::warn!(source = %name, record = record_no, "skipping malformed record: {reason}");
+            }
+        }
+    }
+}
+
 /// `format = 'json'`: one JSON object per record, fields matched to the table's columns by name
 /// (arrow-json), unknown fields ignored.
 pub struct JsonDecoder {
     schema: SchemaRef,
     decoder: Decoder,
     rows: usize,
+    /// Rows the arrow-json decoder holds (it takes at most [`JSON_CHUNK`] before a flush).
+    in_decoder: usize,
+    /// Chunks flushed out of the decoder, awaiting [`RecordDecoder::flush`].
+    chunks: Vec<RecordBatch>,
 }
+
+/// Rows arrow-json decodes before its buffer is moved into a chunk.
+const JSON_CHUNK: usize = 8192;
 
 impl JsonDecoder {
     pub fn new(schema: SchemaRef) -> Result<Self> {
         let decoder = ReaderBuilder::new(schema.clone())
-            .with_batch_size(usize::MAX >> 1)
+            .with_batch_size(JSON_CHUNK)
             .build_decoder()?;
         Ok(Self {
             schema,
             decoder,
             rows: 0,
+            in_decoder: 0,
+            chunks: Vec::new(),
         })
     }
 }
@@ -71,9 +108,16 @@ impl RecordDecoder for JsonDecoder {
         probe
             .flush()
             .map_err(|e| format!("does not fit the table's columns: {e}"))?;
+        if self.in_decoder == JSON_CHUNK {
+            if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
+                self.chunks.push(b);
+            }
+            self.in_decoder = 0;
+        }
         self.decoder.decode(record).map_err(|e| e.to_string())?;
         self.decoder.decode(b"\n").map_err(|e| e.to_string())?;
         self.rows += 1;
+        self.in_decoder += 1;
         Ok(Decoded::Row)
     }
 
@@ -83,6 +127,47 @@ impl RecordDecoder for JsonDecoder {
 
     fn flush(&mut self) -> Result<Option<RecordBatch>> {
         self.rows = 0;
-        Ok(self.decoder.flush()?)
+        self.in_decoder = 0;
+        if let Some(b) = self.decoder.flush()? {
+            self.chunks.push(b);
+        }
+        match self.chunks.len() {
+            0 => Ok(None),
+            1 => Ok(self.chunks.pop()),
+            _ => {
+                let b = arrow::compute::concat_batches(&self.schema, &self.chunks)?;
+                self.chunks.clear();
+                Ok(Some(b))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn json_batches_larger_than_a_chunk() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let mut d = JsonDecoder::new(schema).unwrap();
+        let n = JSON_CHUNK * 2 + 17;
+        for i in 0..n {
+            assert_eq!(
+                d.push(format!(r#"{{"v":{i}}}"#).as_bytes()),
+                Ok(Decoded::Row)
+            );
+        }
+        assert!(d.push(b"{\"v\":\"x\"}").is_err());
+        assert!(d.push(b"[1]").is_err());
+        assert_eq!(d.len(), n);
+        let b = d.flush().unwrap().unwrap();
+        let v = b.column(0).as_primitive::<Int64Type>();
+        assert_eq!(v.len(), n);
+        assert!(v.values().iter().enumerate().all(|(i, &x)| x == i as i64));
+        assert!(d.flush().unwrap().is_none());
     }
 }

@@ -50,6 +50,8 @@ pub struct MetricsSnapshot {
     pub records_read: u64,
     pub malformed: u64,
     pub filtered: u64,
+    /// Records behind the head of the inputs that report it (Kafka consumer lag).
+    pub lag: Option<u64>,
 }
 
 impl PipelineMetrics {
@@ -68,6 +70,9 @@ impl PipelineMetrics {
             s.records_read += c.records.load(Ordering::Relaxed);
             s.malformed += c.malformed.load(Ordering::Relaxed);
             s.filtered += c.filtered.load(Ordering::Relaxed);
+            if c.lag_known.load(Ordering::Relaxed) {
+                *s.lag.get_or_insert(0) += c.lag.load(Ordering::Relaxed);
+            }
         }
         s
     }

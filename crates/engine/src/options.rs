@@ -44,6 +44,11 @@ impl Options {
         ))
     }
 
+    /// The option names not taken yet.
+    pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.values.keys().cloned()
+    }
+
     pub fn take(&mut self, key: &str) -> Option<String> {
         self.values.remove(key)
     }

@@ -234,7 +234,7 @@ impl Pipeline {
                 .lock()
                 .unwrap()
                 .push((slot.name.clone(), counters.clone()));
-            trackers.push(WatermarkTracker::new(slot.watermark));
+            trackers.push(WatermarkTracker::new(slot.watermark, config.idle_timeout));
             let ctx = SourceContext {
                 index: i,
                 tx: tx.clone(),
@@ -264,9 +264,9 @@ impl Pipeline {
                     msg = rx.recv() => {
                         let Some((i, event)) = msg else { return Ok(trackers.iter().all(|t| t.ended())) };
                         match event {
-                            SourceEvent::Batch { batch, .. } => {
+                            SourceEvent::Batch { batch, split, .. } => {
                                 metrics.rows_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                                let batch = trackers[i].observe(batch)?;
+                                let batch = trackers[i].observe(batch, split)?;
                                 if batch.num_rows() > 0 {
                                     for flow in flows.iter_mut() {
                                         let mut fed = false;
@@ -284,12 +284,13 @@ impl Pipeline {
                                 }
                             }
                             SourceEvent::Heartbeat { event_time_ns } => trackers[i].heartbeat(event_time_ns),
+                            SourceEvent::Splits(ids) => trackers[i].announce(&ids),
                             SourceEvent::End => trackers[i].end(),
                         }
                     }
                     _ = tick.tick() => {}
                 }
-                advance_all(&mut flows, &mut sinks, &trackers, &config, &task_ctx, &metrics).await?;
+                advance_all(&mut flows, &mut sinks, &mut trackers, &task_ctx, &metrics).await?;
                 let late: u64 = trackers.iter().map(|t| t.late_rows).sum();
                 let (windows, wlate, panes) = flows.iter().map(Flow::window_stats).fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
                 metrics.late_rows.store(late + wlate, Ordering::Relaxed);
@@ -339,8 +340,7 @@ async fn write(
 async fn advance_all(
     flows: &mut [Flow],
     sinks: &mut [SinkSlot],
-    trackers: &[WatermarkTracker],
-    config: &PipelineConfig,
+    trackers: &mut [WatermarkTracker],
     ctx: &Arc<TaskContext>,
     metrics: &PipelineMetrics,
 ) -> Result<()> {
@@ -350,7 +350,7 @@ async fn advance_all(
         let wm = flow
             .inputs
             .iter()
-            .filter_map(|(s, _)| trackers[*s].effective(now, config.idle_timeout))
+            .filter_map(|(s, _)| trackers[*s].effective(now))
             .min();
         let Some(wm) = wm else { continue };
         lowest = lowest.min(wm);

@@ -18,11 +18,17 @@ pub type Position = serde_json::Value;
 /// What a source sends to the engine.
 #[derive(Debug)]
 pub enum SourceEvent {
-    /// Rows, and the position just after the last of them.
+    /// Rows of one split (a Kafka partition; 0 for a source with one stream), and the
+    /// source's position just after the last of them. Each split has its own watermark; the
+    /// source's is the lowest of them.
     Batch {
         batch: RecordBatch,
+        split: u32,
         position: Option<Position>,
     },
+    /// The splits the source reads, announced before its first batch: each holds the
+    /// watermark back until it produces rows or goes idle.
+    Splits(Vec<u32>),
     /// The source's own clock: no event earlier than `event_time_ns` will follow. Paced replays
     /// send it while they wait, so windows close on time even when no event arrives.
     Heartbeat { event_time_ns: i64 },
@@ -39,6 +45,9 @@ pub struct SourceCounters {
     pub malformed: AtomicU64,
     /// Records skipped because they are not rows of this table (other collections, kinds...).
     pub filtered: AtomicU64,
+    /// Records in the input not read yet (Kafka consumer lag), when the source knows it.
+    pub lag: AtomicU64,
+    pub lag_known: std::sync::atomic::AtomicBool,
 }
 
 impl SourceCounters {
@@ -50,6 +59,10 @@ impl SourceCounters {
     }
     pub fn add_filtered(&self, n: u64) {
         self.filtered.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn set_lag(&self, n: u64) {
+        self.lag.store(n, Ordering::Relaxed);
+        self.lag_known.store(true, Ordering::Relaxed);
     }
 }
 

