@@ -228,9 +228,20 @@ impl OwnBroker {
         );
     }
 
-    /// Kills the broker (SIGKILL: no clean shutdown).
+    /// Stops the broker the way a service manager does: SIGTERM, then SIGKILL if it is still
+    /// running after 10 s.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -199,7 +199,7 @@ async fn dropped_jetstream_connections_and_an_ingest_restart_store_each_event_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_killed_and_restarted_during_ingest_loses_nothing() {
+async fn broker_stopped_and_restarted_during_ingest_loses_nothing() {
     let mut broker = OwnBroker::start(19093);
     let bootstrap = broker.addr.clone();
     let path = synthetic("kafka_restart", 1500);

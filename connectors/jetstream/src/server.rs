@@ -299,7 +299,8 @@ async fn serve_connection(
             _ = ping.tick() => {
                 tx.send(Message::Ping(Vec::new().into())).await.map_err(|e| e.to_string())?;
             }
-            _ = tokio::time::sleep(pace), if ready => {
+            // (A zero sleep would still wait for the timer's next tick, ~1 ms per event.)
+            _ = async { if !pace.is_zero() { tokio::time::sleep(pace).await } }, if ready => {
                 let (e, json) = &log.events[i];
                 i += 1;
                 if !e.wanted_collection(&sub.collections) || !e.wanted_did(&sub.dids)

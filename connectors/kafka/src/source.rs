@@ -154,8 +154,11 @@ impl Source for KafkaSource {
         async move {
             let name = self.name.clone();
             let c = self.config.clone();
-            let consumer: Arc<StreamConsumer> =
-                Arc::new(c.kafka.create().map_err(|e| kafka_err(&name, e))?);
+            let consumer: Arc<Consumer_> = Arc::new(
+                c.kafka
+                    .create_with_context(QuietEof)
+                    .map_err(|e| kafka_err(&name, e))?,
+            );
             // Partitions and end offsets are metadata calls: blocking, off the engine's thread.
             let partitions = {
                 let (consumer, topic, wanted) =
@@ -217,9 +220,27 @@ impl Source for KafkaSource {
     }
 }
 
+type Consumer_ = StreamConsumer<QuietEof>;
+
+/// Client context that logs librdkafka's errors through `tracing`, except the end-of-partition
+/// events bounded runs ask for.
+struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::warn!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 /// The partitions to read.
 fn discover(
-    consumer: &StreamConsumer,
+    consumer: &Consumer_,
     topic: &str,
     wanted: Option<Vec<i32>>,
 ) -> std::result::Result<Vec<i32>, String> {
@@ -250,7 +271,7 @@ fn discover(
 async fn read_loop(
     name: &str,
     c: &SourceConfig,
-    consumer: &StreamConsumer,
+    consumer: &Consumer_,
     parts: &mut BTreeMap<i32, Part>,
     sent: &mut BTreeMap<i32, i64>,
     ctx: &SourceContext,
@@ -344,7 +365,7 @@ async fn read_loop(
 async fn flush_part(
     name: &str,
     c: &SourceConfig,
-    consumer: &StreamConsumer,
+    consumer: &Consumer_,
     p: i32,
     parts: &mut BTreeMap<i32, Part>,
     sent: &mut BTreeMap<i32, i64>,
@@ -389,7 +410,7 @@ async fn flush_part(
 
 /// Every few seconds: records between the consumer's position and each partition's end.
 async fn track_lag(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<Consumer_>,
     topic: String,
     partitions: Vec<i32>,
     counters: Arc<skystream_engine::source::SourceCounters>,

@@ -1,6 +1,7 @@
 //! `skystream`: streaming SQL over the Bluesky firehose.
 
 mod bench;
+mod bench_kafka;
 mod jetstream_cmds;
 mod vars;
 
@@ -85,6 +86,9 @@ enum Command {
     Ingest(jetstream_cmds::IngestArgs),
     /// Measure throughput: JSON parse -> keywords -> hop(1 min, 10 min) count -> top-20.
     Bench(bench::BenchArgs),
+    /// Measure ingest (local Jetstream server -> Kafka, events/s) and Kafka -> SQL (posts/s)
+    /// against a running broker.
+    BenchKafka(bench_kafka::BenchKafkaArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -160,6 +164,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args),
+        Command::BenchKafka(args) => bench_kafka::run(args),
         Command::JetstreamServe(args) => jetstream_cmds::serve(args),
         Command::Ingest(args) => jetstream_cmds::ingest(args),
     }
