@@ -236,13 +236,14 @@ async fn report(metrics: Arc<PipelineMetrics>, every: Duration) {
         let now = metrics.snapshot();
         let dt = at.elapsed().as_secs_f64().max(1e-9);
         eprintln!(
-            "[progress] {:.0} events/s | watermark {} | windows {} | late {} | malformed {} | panes {}",
+            "[progress] {:.0} events/s | watermark {} | windows {} | late {} | malformed {} | panes {}{}",
             (now.rows_in - last.rows_in) as f64 / dt,
             now.watermark.map(format_ns).unwrap_or_else(|| "-".into()),
             now.windows_emitted,
             now.late_rows,
             now.malformed,
             now.open_panes,
+            now.lag.map(|l| format!(" | lag {l}")).unwrap_or_default(),
         );
         last = now;
         at = Instant::now();
