@@ -5,6 +5,7 @@
 #     127.0.0.1:9092 with in-memory storage              -> SKYSTREAM_KAFKA
 #   S3-compatible server: moto in server mode (PyPI), on 127.0.0.1:9000, for brokers a test
 #     stops and restarts (durable storage) and the lake   -> SKYSTREAM_S3_ENDPOINT
+#   Redis: redis-server (Debian package) on 127.0.0.1:6379       -> SKYSTREAM_REDIS
 # Logs go to $SKYSTREAM_SERVICES_DIR (default /tmp/skystream-services).
 
 svc_dir="${SKYSTREAM_SERVICES_DIR:-/tmp/skystream-services}"
@@ -63,4 +64,20 @@ if ! svc_up "$s3_host" "$s3_port"; then
     echo "services: starting moto (S3) on $s3_hostport" >&2
     nohup python3 -m moto.server -H "$s3_host" -p "$s3_port" >"$svc_dir/moto.log" 2>&1 &
     svc_wait "$s3_host" "$s3_port" moto
+fi
+
+export SKYSTREAM_REDIS="${SKYSTREAM_REDIS:-redis://127.0.0.1:6379}"
+redis_hostport="${SKYSTREAM_REDIS#redis://}"
+redis_hostport="${redis_hostport%%/*}"
+redis_host="${redis_hostport%:*}"
+redis_port="${redis_hostport##*:}"
+if ! svc_up "$redis_host" "$redis_port"; then
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "services: installing redis-server (Debian)" >&2
+        (apt-get install -y -qq redis-server || sudo apt-get install -y -qq redis-server) >&2
+    fi
+    echo "services: starting redis-server on $redis_hostport" >&2
+    redis-server --daemonize yes --bind "$redis_host" --port "$redis_port" --save "" \
+        --appendonly no --logfile "$svc_dir/redis.log" >&2
+    svc_wait "$redis_host" "$redis_port" redis
 fi
