@@ -271,6 +271,9 @@ impl RedisSink {
                         .arg(format!("{prefix}:latest"))
                         .arg(newest)
                         .ignore();
+                    if let Some(t) = ttl {
+                        p.expire(format!("{prefix}:latest"), t).ignore();
+                    }
                 }
             }
             Layout::Hash { key_columns } => {
