@@ -54,6 +54,16 @@ pub fn resolve_schema(
     }
 }
 
+/// The decoder of a source table whose records are Jetstream events (`format = 'jetstream'`),
+/// producing columns `projection` of its schema.
+pub fn jetstream_decoder(
+    table: &skystream_engine::connector::TableDef,
+    projection: &[usize],
+) -> Result<Box<dyn RecordDecoder>> {
+    let schema = resolve_schema(&table.name, "jetstream", table.declared_schema.as_ref())?;
+    decoder_for("jetstream", &schema, projection)
+}
+
 /// A decoder producing columns `projection` of `table_schema` (from [`resolve_schema`]).
 pub fn decoder_for(
     format: &str,

@@ -22,7 +22,7 @@ use skystream_engine::source::{Source, SourceContext, SourceEvent};
 use skystream_engine::{Error, Result};
 
 use crate::client::{Client, ClientConfig, Cursor};
-use crate::format::{decoder_for, resolve_schema};
+use crate::format::{jetstream_decoder, resolve_schema};
 
 pub struct JetstreamConnector;
 
@@ -85,8 +85,7 @@ impl Connector for JetstreamConnector {
 
     fn create_source(&self, table: &TableDef, projection: &[usize]) -> Result<Box<dyn Source>> {
         let c = config(table)?;
-        let schema = resolve_schema(&table.name, "jetstream", table.declared_schema.as_ref())?;
-        let decoder = decoder_for("jetstream", &schema, projection)?;
+        let decoder = jetstream_decoder(table, projection)?;
         Ok(Box::new(JetstreamSource {
             name: table.name.clone(),
             config: c,

@@ -19,9 +19,9 @@ use arrow::datatypes::{DataType, SchemaRef};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use skystream_engine::Result;
 use skystream_engine::connector::TableDef;
 use skystream_engine::sink::Sink;
-use skystream_engine::{Error, Result};
 
 use crate::{client_config, kafka_err};
 
@@ -36,18 +36,7 @@ pub(crate) fn sink_config(table: &TableDef, schema: &SchemaRef) -> Result<SinkCo
     let mut kafka = client_config(&mut o)?;
     let topic = o.take_required("topic")?;
     let key = match o.take("key") {
-        Some(k) => Some(schema.index_of(&k).map_err(|_| {
-            Error::plan(format!(
-                "table '{}': key column '{k}' is not a column of the rows written (columns: {})",
-                table.name,
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?),
+        Some(k) => Some(table.sink_column(schema, "key", &k)?),
         None => None,
     };
     o.finish()?;

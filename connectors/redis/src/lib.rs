@@ -60,21 +60,6 @@ struct Config {
     layout: Layout,
 }
 
-fn column(table: &TableDef, schema: &SchemaRef, option: &str, name: &str) -> Result<usize> {
-    schema.index_of(name).map_err(|_| {
-        Error::plan(format!(
-            "table '{}': {option} column '{name}' is not a column of the rows written (columns: {})",
-            table.name,
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })
-}
-
 fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
     let mut o = table.options();
     let url = o
@@ -93,9 +78,9 @@ fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
             let m = o.take_required("member")?;
             let s = o.take_required("score")?;
             let layout = Layout::Ranking {
-                window: column(table, schema, "window", &w)?,
-                member: column(table, schema, "member", &m)?,
-                score: column(table, schema, "score", &s)?,
+                window: table.sink_column(schema, "window", &w)?,
+                member: table.sink_column(schema, "member", &m)?,
+                score: table.sink_column(schema, "score", &s)?,
             };
             if let Layout::Ranking { window, score, .. } = &layout {
                 if !matches!(schema.field(*window).data_type(), DataType::Timestamp(_, _)) {
@@ -118,7 +103,7 @@ fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
             Layout::Hash {
                 key_columns: cols
                     .split(',')
-                    .map(|c| column(table, schema, "key_columns", c.trim()))
+                    .map(|c| table.sink_column(schema, "key_columns", c.trim()))
                     .collect::<Result<_>>()?,
             }
         }

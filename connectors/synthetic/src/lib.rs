@@ -27,7 +27,7 @@ use skystream_engine::connector::{Connector, TableDef};
 use skystream_engine::format::RecordDecoder;
 use skystream_engine::source::{Source, SourceContext, SourceEvent};
 use skystream_engine::{Error, Result};
-use skystream_jetstream::format::{decoder_for, resolve_schema};
+use skystream_jetstream::format::{jetstream_decoder, resolve_schema};
 use skystream_replay::{Pacer, Speed, push_record, send_paced};
 
 pub use generator::{Burst, BurstTruth, Generator, GeneratorConfig};
@@ -130,8 +130,7 @@ impl Connector for SyntheticConnector {
 
     fn create_source(&self, table: &TableDef, projection: &[usize]) -> Result<Box<dyn Source>> {
         let c = config(table)?;
-        let schema = resolve_schema(&table.name, "jetstream", table.declared_schema.as_ref())?;
-        let decoder = decoder_for("jetstream", &schema, projection)?;
+        let decoder = jetstream_decoder(table, projection)?;
         let generator = Generator::new(c.gcfg).map_err(Error::plan)?;
         if let Some(path) = &c.ground_truth {
             write_ground_truth(path, &generator.ground_truth())

@@ -95,15 +95,9 @@ pub fn run(args: BenchKafkaArgs) -> Result<()> {
              WITH (connector = 'kafka', bootstrap_servers = '{}', topic = '{topic}',
                    format = 'jetstream', bounded = 'latest');
              CREATE TABLE top WITH (connector = 'memory');
-             INSERT INTO top
-             SELECT win, keyword, n, rn FROM (
-               SELECT win, keyword, n, ROW_NUMBER() OVER (PARTITION BY win ORDER BY n DESC) AS rn
-               FROM (
-                 SELECT keyword, count(*) AS n, hop(INTERVAL '1' MINUTE, INTERVAL '10' MINUTE) AS win
-                 FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
-                 GROUP BY keyword, win))
-             WHERE rn <= 20;",
-            args.bootstrap_servers
+             {}",
+            args.bootstrap_servers,
+            crate::bench::TOP20_INSERT
         );
         let reg = skystream_registry::registry();
         let planned = skystream_sql::plan_script(&sql, &reg)

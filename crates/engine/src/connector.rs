@@ -23,6 +23,23 @@ pub struct TableDef {
 }
 
 impl TableDef {
+    /// The index of column `name` in `schema` (the rows a sink receives), for option `option`;
+    /// an error naming the option and the available columns otherwise.
+    pub fn sink_column(&self, schema: &SchemaRef, option: &str, name: &str) -> Result<usize> {
+        schema.index_of(name).map_err(|_| {
+            Error::plan(format!(
+                "table '{}': {option} column '{name}' is not a column of the rows written (columns: {})",
+                self.name,
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
     /// A fresh copy of the options for a connector to consume.
     pub fn options(&self) -> Options {
         self.options.clone().for_connector(&self.connector)
