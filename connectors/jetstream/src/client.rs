@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -398,17 +398,15 @@ impl Client {
     }
 }
 
-/// `d` ± 50 %, from a cheap time-seeded generator (no shared RNG needed).
+/// `d` ± 50 %, from the clock's nanoseconds (no shared RNG needed).
 fn jitter(d: Duration) -> Duration {
-    let nanos = Instant::now().elapsed().as_nanos() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| t.subsec_nanos() as u64)
-            .unwrap_or(7);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos() as u64)
+        .unwrap_or(7);
     let mut x = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     x ^= x >> 29;
-    let f = 0.5 + (x % 1000) as f64 / 1000.0;
-    d.mul_f64(f)
+    d.mul_f64(0.5 + (x % 1000) as f64 / 1000.0)
 }
 
 #[cfg(test)]
