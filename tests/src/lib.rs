@@ -203,3 +203,86 @@ pub fn assert_same(stream: &[RecordBatch], batch: &[RecordBatch]) {
         );
     }
 }
+
+/// The URL of a local lake directory for [`read_lake`].
+pub fn lake_url(dir: &Path) -> String {
+    format!("{}/", dir.display())
+}
+
+/// Every committed row of a lake table (all `.parquet` files under `url`, read with
+/// DataFusion's ListingTable), as [`rows`]. `store` serves an `s3://` URL.
+pub async fn read_lake(
+    url: &str,
+    store: Option<Arc<dyn object_store::ObjectStore>>,
+) -> Vec<String> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let ctx = SessionContext::new();
+    let table_url = ListingTableUrl::parse(url).unwrap();
+    if let Some(store) = store {
+        ctx.register_object_store(table_url.object_store().as_ref(), store);
+    }
+    let opts =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let schema = opts.infer_schema(&ctx.state(), &table_url).await.unwrap();
+    let cfg = ListingTableConfig::new(table_url)
+        .with_listing_options(opts)
+        .with_schema(schema);
+    ctx.register_table("lake", Arc::new(ListingTable::try_new(cfg).unwrap()))
+        .unwrap();
+    let b = ctx
+        .sql("SELECT * FROM lake")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    rows(&b)
+}
+
+/// Asserts two row lists (from [`rows`]) are equal; on a difference prints the counts and a
+/// few rows found on only one side instead of both lists.
+pub fn assert_rows_eq(got: &[String], want: &[String]) {
+    if got == want {
+        return;
+    }
+    let mut only_got = Vec::new();
+    let mut only_want = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < got.len() || j < want.len() {
+        match (got.get(i), want.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                only_got.push(a.clone());
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                only_want.push(b.clone());
+                j += 1;
+            }
+            (Some(a), None) => {
+                only_got.push(a.clone());
+                i += 1;
+            }
+            (None, Some(b)) => {
+                only_want.push(b.clone());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    panic!(
+        "rows differ: {} got, {} wanted; {} only in got, e.g. {:#?}; {} only in wanted, e.g. {:#?}",
+        got.len(),
+        want.len(),
+        only_got.len(),
+        &only_got[..only_got.len().min(8)],
+        only_want.len(),
+        &only_want[..only_want.len().min(8)]
+    );
+}

@@ -153,9 +153,31 @@ pub struct OwnBroker {
     endpoint: String,
 }
 
+/// The S3-compatible server of the suite (`SKYSTREAM_S3_ENDPOINT`), checked reachable.
+pub fn s3_endpoint() -> String {
+    let endpoint = std::env::var("SKYSTREAM_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!("SKYSTREAM_S3_ENDPOINT is not set: scripts/services.sh starts an S3 server")
+    });
+    assert!(
+        wait_port(
+            endpoint.trim_start_matches("http://"),
+            Duration::from_secs(5)
+        ),
+        "no S3 server on {endpoint}: run scripts/services.sh"
+    );
+    endpoint
+}
+
+/// A new bucket on the suite's S3 server; returns its name.
+pub fn new_bucket(prefix: &str) -> String {
+    let bucket = unique_topic(prefix).to_lowercase();
+    create_bucket(&s3_endpoint(), &bucket);
+    bucket
+}
+
 /// Creates an S3 bucket with a bare HTTP request (the loopback test server takes any
 /// credentials).
-fn create_bucket(endpoint: &str, bucket: &str) {
+pub fn create_bucket(endpoint: &str, bucket: &str) {
     use std::io::{Read, Write};
     let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport)

@@ -21,7 +21,7 @@
 //! between tries) and the pipeline waits — nothing is dropped — logging each failure.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -31,7 +31,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use skystream_engine::connector::{Connector, TableDef};
-use skystream_engine::sink::Sink;
+use skystream_engine::sink::{Sink, SinkStatus};
 use skystream_engine::{Error, Result};
 
 /// The connector.
@@ -154,20 +154,11 @@ impl Connector for RedisConnector {
     }
 }
 
-/// Counters of a Redis sink.
-#[derive(Debug, Default)]
-pub struct RedisStats {
-    pub rows: AtomicU64,
-    pub errors: AtomicU64,
-    /// Set while writes are failing and being retried.
-    pub degraded: AtomicBool,
-}
-
 struct RedisSink {
     name: String,
     config: Config,
     conn: Option<MultiplexedConnection>,
-    stats: Arc<RedisStats>,
+    stats: Arc<SinkStatus>,
 }
 
 /// Text of every cell of column `c` (NULL as empty).
@@ -302,6 +293,10 @@ impl RedisSink {
 }
 
 impl Sink for RedisSink {
+    fn status(&self) -> Option<Arc<SinkStatus>> {
+        Some(self.stats.clone())
+    }
+
     fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
         async move {
             if batch.num_rows() == 0 {
@@ -330,13 +325,10 @@ impl Sink for RedisSink {
                         if self.stats.degraded.swap(false, Ordering::Relaxed) {
                             tracing::info!(sink = %self.name, "Redis writes succeed again");
                         }
-                        self.stats
-                            .rows
-                            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                         return Ok(());
                     }
                     Err(e) => {
-                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
                         self.stats.degraded.store(true, Ordering::Relaxed);
                         if e.is_connection_dropped()
                             || e.is_io_error()

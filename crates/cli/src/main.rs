@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_kafka;
+mod bench_sinks;
 mod jetstream_cmds;
 mod vars;
 
@@ -46,6 +47,8 @@ enum Command {
         /// Seconds without input after which a source stops holding windows back.
         #[arg(long, default_value_t = 5.0)]
         idle_timeout: f64,
+        #[command(flatten)]
+        checkpoint: CheckpointArgs,
     },
     /// Check a script and print its plan, without running it.
     Validate {
@@ -89,6 +92,24 @@ enum Command {
     /// Measure ingest (local Jetstream server -> Kafka, events/s) and Kafka -> SQL (posts/s)
     /// against a running broker.
     BenchKafka(bench_kafka::BenchKafkaArgs),
+    /// Rows/s into the Redis and lake sinks; checkpoint size and duration with many keys.
+    BenchSinks(bench_sinks::BenchSinksArgs),
+}
+
+/// Checkpoint settings of `skystream run`.
+#[derive(clap::Args, Debug, Clone)]
+struct CheckpointArgs {
+    /// Checkpoint (exactly-once) into this location: a directory, file:///dir or
+    /// s3://bucket/prefix (S3 settings from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...). The
+    /// pipeline resumes from the newest checkpoint found there under its name.
+    #[arg(long, env = "SKYSTREAM_CHECKPOINT", value_name = "LOCATION")]
+    checkpoint: Option<String>,
+    /// Seconds between checkpoints.
+    #[arg(long, default_value_t = 10.0)]
+    checkpoint_interval: f64,
+    /// The pipeline's name (checkpoints and lake file names); default: the script's file name.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -117,9 +138,27 @@ fn real_main() -> Result<()> {
             explain,
             progress,
             idle_timeout,
+            checkpoint,
         } => {
             let sql = read_script(&file, &sets)?;
-            run_script(&sql, explain, progress, idle_timeout)
+            let name = match checkpoint.name.clone() {
+                Some(n) => n,
+                None => file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "pipeline".into()),
+            };
+            run_script(
+                &sql,
+                RunOptions {
+                    explain,
+                    progress,
+                    idle_timeout,
+                    name,
+                    checkpoint: checkpoint.checkpoint,
+                    checkpoint_interval: checkpoint.checkpoint_interval,
+                },
+            )
         }
         Command::Validate { file, sets } => {
             let sql = read_script(&file, &sets)?;
@@ -155,7 +194,17 @@ fn real_main() -> Result<()> {
             eprintln!(
                 "skystream demo: synthetic firehose ({rate} posts/s of event time) -> sql/demo.sql; Ctrl-C to stop"
             );
-            run_script(&sql, false, 5.0, 5.0)
+            run_script(
+                &sql,
+                RunOptions {
+                    explain: false,
+                    progress: 5.0,
+                    idle_timeout: 5.0,
+                    name: "demo".into(),
+                    checkpoint: None,
+                    checkpoint_interval: 10.0,
+                },
+            )
         }
         Command::Connectors => {
             for c in skystream_registry::registry().connectors() {
@@ -165,6 +214,7 @@ fn real_main() -> Result<()> {
         }
         Command::Bench(args) => bench::run(args),
         Command::BenchKafka(args) => bench_kafka::run(args),
+        Command::BenchSinks(args) => bench_sinks::run(args),
         Command::JetstreamServe(args) => jetstream_cmds::serve(args),
         Command::Ingest(args) => jetstream_cmds::ingest(args),
     }
@@ -183,7 +233,27 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn run_script(sql: &str, explain: bool, progress: f64, idle_timeout: f64) -> Result<()> {
+struct RunOptions {
+    explain: bool,
+    progress: f64,
+    idle_timeout: f64,
+    name: String,
+    checkpoint: Option<String>,
+    checkpoint_interval: f64,
+}
+
+fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
+    let RunOptions {
+        explain,
+        progress,
+        idle_timeout,
+        name,
+        checkpoint,
+        checkpoint_interval,
+    } = opts;
+    if checkpoint_interval.is_nan() || checkpoint_interval <= 0.0 {
+        bail!("--checkpoint-interval must be positive");
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let reg = skystream_registry::registry();
@@ -196,6 +266,14 @@ fn run_script(sql: &str, explain: bool, progress: f64, idle_timeout: f64) -> Res
         }
         let mut pipeline = planned.pipeline;
         pipeline.config.idle_timeout = Duration::from_secs_f64(idle_timeout.max(0.0));
+        pipeline.config.name = name.clone();
+        if let Some(loc) = &checkpoint {
+            let root = format!("{}/{name}", loc.trim_end_matches('/'));
+            let location = skystream_engine::objstore::StoreLocation::open(&root, &Default::default())?;
+            let mut c = skystream_engine::checkpoint::CheckpointConfig::new(location);
+            c.interval = Duration::from_secs_f64(checkpoint_interval);
+            pipeline.checkpoint = Some(c);
+        }
         let metrics = pipeline.metrics();
         let stop = pipeline.stop_handle();
         tokio::spawn(async move {
@@ -212,6 +290,17 @@ fn run_script(sql: &str, explain: bool, progress: f64, idle_timeout: f64) -> Res
         let summary = summary?;
         let m = &summary.metrics;
         let secs = summary.elapsed.as_secs_f64().max(1e-9);
+        if let Some(c) = m.last_checkpoint {
+            eprintln!(
+                "checkpoint {} stored ({} bytes in {:.1} ms; {} checkpoints, {} failed{})",
+                c.epoch,
+                c.bytes,
+                c.duration_us as f64 / 1000.0,
+                m.checkpoints,
+                m.checkpoint_failures,
+                m.restored_epoch.map(|e| format!(", resumed from {e}")).unwrap_or_default()
+            );
+        }
         eprintln!(
             "{}: {} rows in ({:.0}/s), {} out, {} windows, {} late, {} malformed, {} filtered in {:.1}s",
             if summary.completed { "done" } else { "stopped" },
@@ -236,7 +325,7 @@ async fn report(metrics: Arc<PipelineMetrics>, every: Duration) {
         let now = metrics.snapshot();
         let dt = at.elapsed().as_secs_f64().max(1e-9);
         eprintln!(
-            "[progress] {:.0} events/s | watermark {} | windows {} | late {} | malformed {} | panes {}{}",
+            "[progress] {:.0} events/s | watermark {} | windows {} | late {} | malformed {} | panes {}{}{}",
             (now.rows_in - last.rows_in) as f64 / dt,
             now.watermark.map(format_ns).unwrap_or_else(|| "-".into()),
             now.windows_emitted,
@@ -244,8 +333,24 @@ async fn report(metrics: Arc<PipelineMetrics>, every: Duration) {
             now.malformed,
             now.open_panes,
             now.lag.map(|l| format!(" | lag {l}")).unwrap_or_default(),
+            progress_extras(&now),
         );
         last = now;
         at = Instant::now();
     }
+}
+
+/// Checkpoint and sink-health parts of a progress line.
+fn progress_extras(m: &skystream_engine::metrics::MetricsSnapshot) -> String {
+    let mut s = String::new();
+    if let Some(c) = m.last_checkpoint {
+        s.push_str(&format!(" | checkpoint {}", c.epoch));
+    }
+    if m.checkpoint_failures > 0 {
+        s.push_str(&format!(" ({} failed)", m.checkpoint_failures));
+    }
+    if !m.degraded_sinks.is_empty() {
+        s.push_str(&format!(" | DEGRADED: {}", m.degraded_sinks.join(", ")));
+    }
+    s
 }

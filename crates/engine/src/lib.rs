@@ -9,12 +9,14 @@
 //! The engine knows nothing of SQL text or of any particular connector: the planner
 //! (`skystream-sql`) builds the flows, connectors implement [`connector::Connector`].
 
+pub mod checkpoint;
 pub mod connector;
 pub mod error;
 pub mod exec;
 pub mod feed;
 pub mod format;
 pub mod metrics;
+pub mod objstore;
 pub mod options;
 pub mod pipeline;
 pub mod sink;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::sink::SinkStatus;
 use crate::source::SourceCounters;
 
 /// Live counters of one pipeline.
@@ -22,6 +23,18 @@ pub struct PipelineMetrics {
     /// Window panes held in memory.
     pub open_panes: AtomicU64,
     pub sources: Mutex<Vec<(String, Arc<SourceCounters>)>>,
+    pub sinks: Mutex<Vec<(String, Arc<SinkStatus>)>>,
+    /// Checkpoints stored, and attempts that failed (the previous checkpoint stays in force).
+    pub checkpoints: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    /// The last stored checkpoint: epoch (0: none), duration (µs), size (bytes), and when
+    /// (ms since the Unix epoch).
+    pub last_checkpoint_epoch: AtomicU64,
+    pub last_checkpoint_us: AtomicU64,
+    pub last_checkpoint_bytes: AtomicU64,
+    pub last_checkpoint_at_ms: AtomicI64,
+    /// The epoch the pipeline resumed from (0: started fresh).
+    pub restored_epoch: AtomicU64,
 }
 
 impl Default for PipelineMetrics {
@@ -34,6 +47,14 @@ impl Default for PipelineMetrics {
             watermark: AtomicI64::new(i64::MIN),
             open_panes: AtomicU64::new(0),
             sources: Mutex::new(Vec::new()),
+            sinks: Mutex::new(Vec::new()),
+            checkpoints: AtomicU64::new(0),
+            checkpoint_failures: AtomicU64::new(0),
+            last_checkpoint_epoch: AtomicU64::new(0),
+            last_checkpoint_us: AtomicU64::new(0),
+            last_checkpoint_bytes: AtomicU64::new(0),
+            last_checkpoint_at_ms: AtomicI64::new(0),
+            restored_epoch: AtomicU64::new(0),
         }
     }
 }
@@ -52,6 +73,25 @@ pub struct MetricsSnapshot {
     pub filtered: u64,
     /// Records behind the head of the inputs that report it (Kafka consumer lag).
     pub lag: Option<u64>,
+    pub checkpoints: u64,
+    pub checkpoint_failures: u64,
+    pub last_checkpoint: Option<CheckpointInfo>,
+    /// The epoch the pipeline resumed from, if it restored a checkpoint.
+    pub restored_epoch: Option<u64>,
+    /// Sinks that are failing and retrying right now.
+    pub degraded_sinks: Vec<String>,
+    /// Sink write attempts that failed and were retried.
+    pub sink_retries: u64,
+}
+
+/// The last stored checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    pub epoch: u64,
+    pub duration_us: u64,
+    pub bytes: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
 }
 
 impl PipelineMetrics {
@@ -64,8 +104,29 @@ impl PipelineMetrics {
             rows_out: self.rows_out.load(Ordering::Relaxed),
             watermark: (wm != i64::MIN && wm != i64::MAX).then_some(wm),
             open_panes: self.open_panes.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            checkpoint_failures: self.checkpoint_failures.load(Ordering::Relaxed),
+            last_checkpoint: match self.last_checkpoint_epoch.load(Ordering::Relaxed) {
+                0 => None,
+                epoch => Some(CheckpointInfo {
+                    epoch,
+                    duration_us: self.last_checkpoint_us.load(Ordering::Relaxed),
+                    bytes: self.last_checkpoint_bytes.load(Ordering::Relaxed),
+                    at_ms: self.last_checkpoint_at_ms.load(Ordering::Relaxed),
+                }),
+            },
+            restored_epoch: match self.restored_epoch.load(Ordering::Relaxed) {
+                0 => None,
+                e => Some(e),
+            },
             ..Default::default()
         };
+        for (name, st) in self.sinks.lock().unwrap().iter() {
+            if st.degraded.load(Ordering::Relaxed) {
+                s.degraded_sinks.push(name.clone());
+            }
+            s.sink_retries += st.retries.load(Ordering::Relaxed);
+        }
         for (_, c) in self.sources.lock().unwrap().iter() {
             s.records_read += c.records.load(Ordering::Relaxed);
             s.malformed += c.malformed.load(Ordering::Relaxed);

@@ -53,6 +53,17 @@ impl Options {
         self.values.remove(key)
     }
 
+    /// Takes every option named `{prefix}...`, keyed by the rest of its name.
+    pub fn take_prefixed(&mut self, prefix: &str) -> BTreeMap<String, String> {
+        let keys: Vec<String> = self.keys().filter(|k| k.starts_with(prefix)).collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = self.take(&k)?;
+                Some((k[prefix.len()..].to_string(), v))
+            })
+            .collect()
+    }
+
     pub fn take_required(&mut self, key: &str) -> Result<String> {
         self.take(key)
             .ok_or_else(|| self.err(format!("missing required option '{key}'")))

@@ -9,11 +9,15 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::{Notify, mpsc};
 
+use crate::checkpoint::{
+    Checkpoint, CheckpointConfig, CheckpointStore, FlowCheckpoint, Manifest, SinkCheckpoint,
+    SourceCheckpoint,
+};
 use crate::exec::run_plan;
 use crate::feed::Feed;
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
-use crate::sink::Sink;
-use crate::source::{Source, SourceContext, SourceCounters, SourceEvent};
+use crate::sink::{Sink, SinkStart};
+use crate::source::{Position, Source, SourceContext, SourceCounters, SourceEvent};
 use crate::watermark::{WatermarkSpec, WatermarkTracker};
 use crate::window::WindowAggregate;
 use crate::{Error, Result};
@@ -113,11 +117,67 @@ impl Flow {
             };
             // Each window runs through the stages after it on its own: a plan there sees the
             // rows of exactly one window (the planner relies on it, see `scope_topk_to_window`).
+            // The rows of one window reach the sink in one batch (sinks that replace a window's
+            // rows as a whole, like Redis rankings, rely on it).
             for window in emitted {
-                out.extend(self.run_from(i + 1, vec![window], ctx)?);
+                let rows = self.run_from(i + 1, vec![window], ctx)?;
+                match rows.len() {
+                    0 => {}
+                    1 => out.extend(rows),
+                    _ => out.push(arrow::compute::concat_batches(&rows[0].schema(), &rows)?),
+                }
             }
         }
         Ok(out)
+    }
+
+    fn snapshot(&mut self, blobs: &mut Vec<RecordBatch>) -> Result<FlowCheckpoint> {
+        let mut windows = Vec::new();
+        for stage in &mut self.stages {
+            if let Stage::Window(w) = stage {
+                let (meta, batches) = w.snapshot()?;
+                let ids = (blobs.len()..blobs.len() + batches.len()).collect();
+                blobs.extend(batches);
+                windows.push((meta, ids));
+            }
+        }
+        Ok(FlowCheckpoint {
+            name: self.name.clone(),
+            watermark: self.watermark,
+            windows,
+        })
+    }
+
+    fn restore(&mut self, cp: &FlowCheckpoint, blobs: &[RecordBatch]) -> Result<()> {
+        let mut saved = cp.windows.iter();
+        for stage in &mut self.stages {
+            if let Stage::Window(w) = stage {
+                let Some((meta, ids)) = saved.next() else {
+                    return Err(Error::plan(format!(
+                        "the checkpoint does not match flow '{}' (it has fewer windows)",
+                        self.name
+                    )));
+                };
+                let batches = ids
+                    .iter()
+                    .map(|&i| {
+                        blobs
+                            .get(i)
+                            .cloned()
+                            .ok_or_else(|| Error::plan("checkpoint: missing window state"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                w.restore(meta, &batches)?;
+            }
+        }
+        if saved.next().is_some() {
+            return Err(Error::plan(format!(
+                "the checkpoint does not match flow '{}' (it has more windows)",
+                self.name
+            )));
+        }
+        self.watermark = cp.watermark;
+        Ok(())
     }
 
     fn window_stats(&self) -> (u64, u64, u64) {
@@ -138,6 +198,8 @@ impl Flow {
 /// Settings of a running pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
+    /// The pipeline's name (in checkpoints, lake file names and logs).
+    pub name: String,
     /// A source with no input for this long stops holding its flows' watermark back.
     pub idle_timeout: Duration,
     /// Batches buffered between sources and the engine.
@@ -147,6 +209,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
+            name: "pipeline".into(),
             idle_timeout: Duration::from_secs(5),
             channel_capacity: 16,
         }
@@ -172,6 +235,8 @@ pub struct Pipeline {
     pub sinks: Vec<SinkSlot>,
     pub task_ctx: Arc<TaskContext>,
     pub config: PipelineConfig,
+    /// Where to checkpoint (`None`: no checkpoints; sinks commit as they go).
+    pub checkpoint: Option<CheckpointConfig>,
     metrics: Arc<PipelineMetrics>,
     stop: StopHandle,
 }
@@ -198,6 +263,7 @@ impl Pipeline {
             sinks,
             task_ctx,
             config: PipelineConfig::default(),
+            checkpoint: None,
             metrics: Arc::default(),
             stop: StopHandle::default(),
         }
@@ -212,6 +278,10 @@ impl Pipeline {
     }
 
     /// Runs until every source ends (then every open window is flushed) or a stop is requested.
+    ///
+    /// With checkpoints configured, the pipeline first resumes from the newest stored
+    /// checkpoint (if any), checkpoints every interval, and takes a last checkpoint when it
+    /// finishes or is stopped.
     pub async fn run(self) -> Result<RunSummary> {
         let Pipeline {
             sources,
@@ -219,13 +289,76 @@ impl Pipeline {
             mut sinks,
             task_ctx,
             config,
+            checkpoint,
             metrics,
             stop,
         } = self;
         let started = Instant::now();
+        let mut trackers: Vec<WatermarkTracker> = sources
+            .iter()
+            .map(|s| WatermarkTracker::new(s.watermark, config.idle_timeout))
+            .collect();
+        let mut positions: Vec<Option<Position>> = vec![None; sources.len()];
+        let source_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+
+        // Resume from the newest checkpoint, if any.
+        let mut ck = match &checkpoint {
+            Some(c) => {
+                c.location.check().await?;
+                let store = CheckpointStore::new(c.location.clone());
+                let restored = store.latest().await?;
+                let mut sink_states = vec![None; sinks.len()];
+                let mut epoch = 0;
+                if let Some(r) = restored {
+                    let m = &r.manifest;
+                    restore_state(
+                        &r,
+                        &source_names,
+                        &mut trackers,
+                        &mut positions,
+                        &mut flows,
+                        &sinks,
+                        &mut sink_states,
+                    )?;
+                    epoch = m.epoch;
+                    metrics.restored_epoch.store(epoch, Ordering::Relaxed);
+                    tracing::info!(
+                        pipeline = %config.name,
+                        epoch,
+                        "resumed from checkpoint {}",
+                        store.location.url
+                    );
+                }
+                Some((store, c.clone(), epoch, sink_states))
+            }
+            None => None,
+        };
+        for (i, s) in sinks.iter_mut().enumerate() {
+            let restored = ck
+                .as_mut()
+                .and_then(|(_, _, epoch, states)| states[i].take().map(|st| (*epoch, st)));
+            s.sink
+                .start(SinkStart {
+                    pipeline: config.name.clone(),
+                    checkpoints: ck.is_some(),
+                    restored,
+                })
+                .await
+                .map_err(|e| Error::connector(&s.name, e))?;
+            if let Some(st) = s.sink.status() {
+                metrics.sinks.lock().unwrap().push((s.name.clone(), st));
+            }
+        }
+        let mut ck = ck.map(|(store, cfg, epoch, _)| Checkpointer {
+            store,
+            interval: cfg.interval,
+            retain: cfg.retain,
+            epoch,
+            pipeline: config.name.clone(),
+        });
+
         let (tx, mut rx) = mpsc::channel::<(usize, SourceEvent)>(config.channel_capacity.max(1));
         let (err_tx, mut err_rx) = mpsc::unbounded_channel::<(String, Error)>();
-        let mut trackers = Vec::new();
         let mut tasks = Vec::new();
         for (i, slot) in sources.into_iter().enumerate() {
             let counters = Arc::new(SourceCounters::default());
@@ -234,11 +367,10 @@ impl Pipeline {
                 .lock()
                 .unwrap()
                 .push((slot.name.clone(), counters.clone()));
-            trackers.push(WatermarkTracker::new(slot.watermark, config.idle_timeout));
             let ctx = SourceContext {
                 index: i,
                 tx: tx.clone(),
-                restore: None,
+                restore: positions[i].clone(),
                 counters,
             };
             let err_tx = err_tx.clone();
@@ -253,6 +385,9 @@ impl Pipeline {
         drop(tx);
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ck_every = ck.as_ref().map(|c| c.interval).unwrap_or(Duration::MAX);
+        let mut next_ck =
+            tokio::time::Instant::now() + ck_every.min(Duration::from_secs(86400 * 365));
         let result: Result<bool> = async {
             loop {
                 tokio::select! {
@@ -261,10 +396,16 @@ impl Pipeline {
                     Some((name, e)) = err_rx.recv() => {
                         return Err(Error::connector(name, e));
                     }
+                    _ = tokio::time::sleep_until(next_ck), if ck.is_some() => {
+                        if let Some(c) = ck.as_mut() {
+                            c.take(&source_names, &trackers, &positions, &mut flows, &mut sinks, &metrics, false).await?;
+                        }
+                        next_ck = tokio::time::Instant::now() + ck_every;
+                    }
                     msg = rx.recv() => {
                         let Some((i, event)) = msg else { return Ok(trackers.iter().all(|t| t.ended())) };
                         match event {
-                            SourceEvent::Batch { batch, split, .. } => {
+                            SourceEvent::Batch { batch, split, position } => {
                                 metrics.rows_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                                 let batch = trackers[i].observe(batch, split)?;
                                 if batch.num_rows() > 0 {
@@ -281,6 +422,9 @@ impl Pipeline {
                                             write(&mut sinks[flow.sink], out, &metrics).await?;
                                         }
                                     }
+                                }
+                                if position.is_some() {
+                                    positions[i] = position;
                                 }
                             }
                             SourceEvent::Heartbeat { event_time_ns } => trackers[i].heartbeat(event_time_ns),
@@ -306,6 +450,18 @@ impl Pipeline {
             t.abort();
         }
         let completed = result?;
+        if let Some(c) = ck.as_mut() {
+            c.take(
+                &source_names,
+                &trackers,
+                &positions,
+                &mut flows,
+                &mut sinks,
+                &metrics,
+                true,
+            )
+            .await?;
+        }
         for s in sinks.iter_mut() {
             s.sink
                 .flush()
@@ -317,6 +473,184 @@ impl Pipeline {
             elapsed: started.elapsed(),
             completed,
         })
+    }
+}
+
+/// Applies a restored checkpoint to a pipeline about to start; sink states go to `sink_states`.
+fn restore_state(
+    r: &Checkpoint,
+    source_names: &[String],
+    trackers: &mut [WatermarkTracker],
+    positions: &mut [Option<Position>],
+    flows: &mut [Flow],
+    sinks: &[SinkSlot],
+    sink_states: &mut [Option<serde_json::Value>],
+) -> Result<()> {
+    let m = &r.manifest;
+    let names = |v: Vec<&str>| v.join(", ");
+    let saved: Vec<&str> = m.sources.iter().map(|s| s.name.as_str()).collect();
+    let flows_saved: Vec<&str> = m.flows.iter().map(|s| s.name.as_str()).collect();
+    let now: Vec<&str> = source_names.iter().map(String::as_str).collect();
+    let flows_now: Vec<&str> = flows.iter().map(|f| f.name.as_str()).collect();
+    if saved != now || flows_saved != flows_now {
+        return Err(Error::plan(format!(
+            "checkpoint {} of pipeline '{}' was taken from other sources or queries \
+             (sources [{}], flows [{}]; this pipeline: [{}], [{}]); \
+             use a new checkpoint location for a changed pipeline",
+            m.epoch,
+            m.pipeline,
+            names(saved),
+            names(flows_saved),
+            names(now),
+            names(flows_now)
+        )));
+    }
+    for (i, s) in m.sources.iter().enumerate() {
+        positions[i] = s.position.clone();
+        trackers[i].restore(&s.tracker);
+    }
+    for (flow, saved) in flows.iter_mut().zip(&m.flows) {
+        flow.restore(saved, &r.blobs)?;
+    }
+    for s in &m.sinks {
+        match sinks.iter().position(|k| k.name == s.name) {
+            Some(i) => sink_states[i] = Some(s.state.clone()),
+            None => {
+                return Err(Error::plan(format!(
+                    "checkpoint {} has state of sink '{}', which this pipeline does not write",
+                    m.epoch, s.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes a pipeline's checkpoints.
+struct Checkpointer {
+    store: CheckpointStore,
+    interval: Duration,
+    retain: usize,
+    /// The last epoch stored (or restored).
+    epoch: u64,
+    pipeline: String,
+}
+
+impl Checkpointer {
+    /// Takes checkpoint `epoch + 1`: sinks pre-commit, the snapshot is stored, sinks commit.
+    /// A failure is logged and counted and the previous checkpoint stays in force (what the
+    /// sinks pre-committed is carried into the next one), unless `last`: then it is an error.
+    #[allow(clippy::too_many_arguments)]
+    async fn take(
+        &mut self,
+        source_names: &[String],
+        trackers: &[WatermarkTracker],
+        positions: &[Option<Position>],
+        flows: &mut [Flow],
+        sinks: &mut [SinkSlot],
+        metrics: &PipelineMetrics,
+        last: bool,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let epoch = self.epoch + 1;
+        let r = self
+            .try_take(epoch, source_names, trackers, positions, flows, sinks)
+            .await;
+        match r {
+            Ok(bytes) => {
+                self.epoch = epoch;
+                let us = started.elapsed().as_micros() as u64;
+                metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .last_checkpoint_epoch
+                    .store(epoch, Ordering::Relaxed);
+                metrics.last_checkpoint_us.store(us, Ordering::Relaxed);
+                metrics
+                    .last_checkpoint_bytes
+                    .store(bytes as u64, Ordering::Relaxed);
+                metrics
+                    .last_checkpoint_at_ms
+                    .store(crate::time::now_ms(), Ordering::Relaxed);
+                tracing::debug!(pipeline = %self.pipeline, epoch, bytes, us, "checkpoint stored");
+                // Phase two. A failure here is retried at the next checkpoint (whose state
+                // still lists the work) and on restore.
+                for s in sinks.iter_mut() {
+                    if let Err(e) = s.sink.commit(epoch).await {
+                        tracing::warn!(sink = %s.name, epoch, "commit failed, retried later: {e}");
+                        if last {
+                            return Err(Error::connector(&s.name, e));
+                        }
+                    }
+                }
+                if let Err(e) = self.store.prune(epoch, self.retain).await {
+                    tracing::warn!(pipeline = %self.pipeline, "cannot delete old checkpoints: {e}");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                metrics.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                if last {
+                    return Err(Error::plan(format!("final checkpoint {epoch} failed: {e}")));
+                }
+                tracing::warn!(
+                    pipeline = %self.pipeline,
+                    epoch,
+                    "checkpoint failed; checkpoint {} stays the latest: {e}",
+                    self.epoch
+                );
+                // Later attempts use later epochs: files named after this one stay unique.
+                self.epoch = epoch;
+                Ok(())
+            }
+        }
+    }
+
+    async fn try_take(
+        &mut self,
+        epoch: u64,
+        source_names: &[String],
+        trackers: &[WatermarkTracker],
+        positions: &[Option<Position>],
+        flows: &mut [Flow],
+        sinks: &mut [SinkSlot],
+    ) -> Result<usize> {
+        let mut sink_states = Vec::with_capacity(sinks.len());
+        for s in sinks.iter_mut() {
+            let state = s
+                .sink
+                .precommit(epoch)
+                .await
+                .map_err(|e| Error::connector(&s.name, e))?;
+            sink_states.push(SinkCheckpoint {
+                name: s.name.clone(),
+                state,
+            });
+        }
+        let mut blobs = Vec::new();
+        let flows = flows
+            .iter_mut()
+            .map(|f| f.snapshot(&mut blobs))
+            .collect::<Result<Vec<_>>>()?;
+        let manifest = Manifest {
+            format: crate::checkpoint::FORMAT,
+            pipeline: self.pipeline.clone(),
+            epoch,
+            created_ms: crate::time::now_ms(),
+            sources: source_names
+                .iter()
+                .zip(trackers)
+                .zip(positions)
+                .map(|((name, t), p)| SourceCheckpoint {
+                    name: name.clone(),
+                    position: p.clone(),
+                    tracker: t.snapshot(),
+                })
+                .collect(),
+            flows,
+            sinks: sink_states,
+        };
+        let stored = self.store.write(&Checkpoint { manifest, blobs }).await?;
+        Ok(stored.bytes)
     }
 }
 

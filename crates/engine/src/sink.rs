@@ -1,6 +1,7 @@
 //! The sink interface, and an in-memory sink for tests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
@@ -19,6 +20,61 @@ pub trait Sink: Send {
     fn flush(&mut self) -> BoxFuture<'_, Result<()>> {
         async { Ok(()) }.boxed()
     }
+
+    /// The sink's health, shown in the pipeline's metrics (`None`: nothing to report).
+    fn status(&self) -> Option<Arc<SinkStatus>> {
+        None
+    }
+
+    // Checkpoints: a two-phase commit. At each checkpoint `precommit` makes what was written
+    // durable but not yet visible where that matters, and returns the state to store in the
+    // checkpoint; once the checkpoint is safely stored, `commit` makes it visible. Sinks whose
+    // writes are idempotent (a replay rewrites the same values) need only the defaults.
+
+    /// Called once before the first write: which pipeline this is, whether it checkpoints, and
+    /// this sink's state in the checkpoint the pipeline resumed from (its epoch and what
+    /// `precommit` returned then). Work that checkpoint pre-committed must be committed now (a
+    /// crash may have come between the two phases). A sink that cannot work (a missing bucket,
+    /// bad credentials) says so here, before any input is read.
+    fn start(&mut self, start: SinkStart) -> BoxFuture<'_, Result<()>> {
+        let _ = start;
+        async { Ok(()) }.boxed()
+    }
+
+    /// Phase one of checkpoint `epoch`: everything written so far is made durable; returns
+    /// what a restore needs to finish the commit.
+    fn precommit(&mut self, epoch: u64) -> BoxFuture<'_, Result<serde_json::Value>> {
+        let _ = epoch;
+        let flush = self.flush();
+        async move {
+            flush.await?;
+            Ok(serde_json::Value::Null)
+        }
+        .boxed()
+    }
+
+    /// Phase two: checkpoint `epoch` is stored; what it pre-committed becomes visible.
+    fn commit(&mut self, epoch: u64) -> BoxFuture<'_, Result<()>> {
+        let _ = epoch;
+        async { Ok(()) }.boxed()
+    }
+}
+
+/// See [`Sink::start`].
+#[derive(Debug, Clone, Default)]
+pub struct SinkStart {
+    pub pipeline: String,
+    pub checkpoints: bool,
+    pub restored: Option<(u64, serde_json::Value)>,
+}
+
+/// Health of a sink, updated by the sink and read by metrics.
+#[derive(Debug, Default)]
+pub struct SinkStatus {
+    /// The sink cannot write right now and is retrying (the pipeline waits for it).
+    pub degraded: AtomicBool,
+    /// Failed write attempts that were retried.
+    pub retries: AtomicU64,
 }
 
 type MemoryTable = (SchemaRef, Vec<RecordBatch>);

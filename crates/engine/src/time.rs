@@ -38,6 +38,14 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Wall-clock time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Formats nanoseconds since the epoch as an RFC 3339 UTC timestamp.
 pub fn format_ns(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);

@@ -211,6 +211,53 @@ impl WatermarkTracker {
     }
 }
 
+/// What a checkpoint keeps of a [`WatermarkTracker`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrackerCheckpoint {
+    watermark: i64,
+    /// Each split's id and watermark.
+    splits: Vec<(u32, i64)>,
+    seen: bool,
+    late_rows: u64,
+}
+
+impl WatermarkTracker {
+    pub fn snapshot(&self) -> TrackerCheckpoint {
+        let splits: Vec<(u32, i64)> = self.splits.iter().map(|s| (s.id, s.watermark)).collect();
+        // After the end of a finite input the watermark is "infinity"; a restored pipeline
+        // reads on from its position, so it resumes from the event-time watermark instead.
+        let watermark = if self.ended {
+            splits.iter().map(|s| s.1).max().unwrap_or(i64::MIN)
+        } else {
+            self.watermark
+        };
+        TrackerCheckpoint {
+            watermark,
+            splits,
+            seen: self.seen,
+            late_rows: self.late_rows,
+        }
+    }
+
+    /// Resumes from a snapshot (splits count as active from now).
+    pub fn restore(&mut self, cp: &TrackerCheckpoint) {
+        let now = Instant::now();
+        self.watermark = cp.watermark;
+        self.splits = cp
+            .splits
+            .iter()
+            .map(|&(id, watermark)| Split {
+                id,
+                watermark,
+                last_activity: now,
+            })
+            .collect();
+        self.seen = cp.seen;
+        self.late_rows = cp.late_rows;
+        self.last_activity = now;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -924,3 +924,199 @@ impl EmitLimit {
 pub fn raw_input(agg: &AggregateExec) -> &Arc<dyn ExecutionPlan> {
     partial_of(agg).input()
 }
+
+/// What a checkpoint keeps of a [`WindowAggregate`] besides its arrays: the shape of the
+/// state (checked on restore against the query) and where the operator stood.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WindowCheckpoint {
+    slide_ns: i64,
+    width_ns: i64,
+    /// Types of the group keys, as text.
+    key_types: Vec<String>,
+    /// Number of state arrays of each aggregate.
+    state_widths: Vec<usize>,
+    /// Each pane's number and whether it was still open, in the order of the pane batches.
+    panes: Vec<(i64, bool)>,
+    emitted_through: i64,
+    watermark: i64,
+}
+
+impl WindowAggregate {
+    fn state_widths(&self) -> Result<Vec<usize>> {
+        self.aggs
+            .iter()
+            .map(|a| Ok(a.expr.state_fields()?.len()))
+            .collect()
+    }
+
+    fn key_types(&self) -> Vec<String> {
+        self.dict
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect()
+    }
+
+    /// The operator's state: the distinct keys the open panes hold (first batch), then one
+    /// batch per pane (`gid` = row of the key batch, then the accumulators' state arrays).
+    /// Open panes keep receiving rows afterwards.
+    pub fn snapshot(&mut self) -> Result<(WindowCheckpoint, Vec<RecordBatch>)> {
+        let widths = self.state_widths()?;
+        let mut live_mark = vec![false; self.dict.len()];
+        for pane in self.panes.values() {
+            for &g in pane.gids() {
+                live_mark[g as usize] = true;
+            }
+        }
+        let live: Vec<u32> = (0..self.dict.len() as u32)
+            .filter(|&g| live_mark[g as usize])
+            .collect();
+        let mut row_of = vec![u32::MAX; self.dict.len()];
+        for (row, &g) in live.iter().enumerate() {
+            row_of[g as usize] = row as u32;
+        }
+        let key_schema = Arc::new(Schema::new(
+            self.dict
+                .schema
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let keys = RecordBatch::try_new_with_options(
+            key_schema,
+            self.dict.keys(&live)?,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(live.len())),
+        )?;
+        let mut batches = vec![keys];
+        let mut panes = Vec::with_capacity(self.panes.len());
+        let fresh: Vec<Vec<Box<dyn GroupsAccumulator>>> = self
+            .panes
+            .values()
+            .filter(|p| matches!(p, Pane::Open { .. }))
+            .map(|_| self.accumulators())
+            .collect::<Result<_>>()?;
+        let mut fresh = fresh.into_iter();
+        for (&p, pane) in self.panes.iter_mut() {
+            let (gids, states, open) = match pane {
+                Pane::Frozen { gids, states } => (gids.clone(), states.clone(), false),
+                Pane::Open { gids, accs, .. } => {
+                    // Taking the state empties the accumulators: merge it back into new ones.
+                    let states = accs
+                        .iter_mut()
+                        .map(|a| a.state(EmitTo::All))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let mut new_accs = fresh.next().expect("one per open pane");
+                    let ids: Vec<usize> = (0..gids.len()).collect();
+                    for (acc, s) in new_accs.iter_mut().zip(&states) {
+                        acc.merge_batch(s, &ids, gids.len())?;
+                    }
+                    *accs = new_accs;
+                    (gids.clone(), states, true)
+                }
+            };
+            let mut fields = vec![Field::new("gid", DataType::UInt32, false)];
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from_iter_values(
+                gids.iter().map(|&g| row_of[g as usize]),
+            ))];
+            for (i, s) in states.iter().enumerate() {
+                for (j, c) in s.iter().enumerate() {
+                    fields.push(Field::new(format!("a{i}_{j}"), c.data_type().clone(), true));
+                    cols.push(c.clone());
+                }
+            }
+            batches.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?);
+            panes.push((p, open));
+        }
+        Ok((
+            WindowCheckpoint {
+                slide_ns: self.spec.slide_ns,
+                width_ns: self.spec.width_ns,
+                key_types: self.key_types(),
+                state_widths: widths,
+                panes,
+                emitted_through: self.emitted_through,
+                watermark: self.watermark,
+            },
+            batches,
+        ))
+    }
+
+    /// Replaces the operator's state with a snapshot taken by [`WindowAggregate::snapshot`]
+    /// of the same query.
+    pub fn restore(&mut self, cp: &WindowCheckpoint, batches: &[RecordBatch]) -> Result<()> {
+        let mismatch = |what: &str| {
+            Err(Error::plan(format!(
+                "the checkpoint does not match this query ({what} differ); \
+                 start from a new checkpoint location"
+            )))
+        };
+        if cp.slide_ns != self.spec.slide_ns || cp.width_ns != self.spec.width_ns {
+            return mismatch("window sizes");
+        }
+        if cp.key_types != self.key_types() {
+            return mismatch("group keys");
+        }
+        let widths = self.state_widths()?;
+        if cp.state_widths != widths {
+            return mismatch("aggregates");
+        }
+        if batches.len() != cp.panes.len() + 1 {
+            return Err(Error::plan("checkpoint: window state is incomplete"));
+        }
+        let mut dict = KeyDict::new(self.dict.schema.clone())?;
+        let keys = &batches[0];
+        if keys.num_rows() > 0 {
+            let mut ids = Vec::new();
+            dict.intern(keys.columns(), &mut ids)?;
+            if ids.iter().enumerate().any(|(i, &id)| i != id) {
+                return Err(Error::plan("checkpoint: window keys are not distinct"));
+            }
+        }
+        let mut panes = BTreeMap::new();
+        for (&(p, open), b) in cp.panes.iter().zip(&batches[1..]) {
+            let expected = 1 + widths.iter().sum::<usize>();
+            if b.num_columns() != expected {
+                return Err(Error::plan("checkpoint: pane state has the wrong shape"));
+            }
+            let gids: Vec<u32> = b
+                .column(0)
+                .as_primitive::<arrow::datatypes::UInt32Type>()
+                .values()
+                .to_vec();
+            if gids.iter().any(|&g| g as usize >= dict.len()) {
+                return Err(Error::plan("checkpoint: pane refers to an unknown key"));
+            }
+            let mut states = Vec::with_capacity(widths.len());
+            let mut c = 1;
+            for &w in &widths {
+                states.push(b.columns()[c..c + w].to_vec());
+                c += w;
+            }
+            let pane = if open {
+                let mut accs = self.accumulators()?;
+                let ids: Vec<usize> = (0..gids.len()).collect();
+                for (acc, s) in accs.iter_mut().zip(&states) {
+                    acc.merge_batch(s, &ids, gids.len())?;
+                }
+                let local = gids
+                    .iter()
+                    .enumerate()
+                    .map(|(l, &g)| (g, l as u32))
+                    .collect();
+                Pane::Open { local, gids, accs }
+            } else {
+                Pane::Frozen { gids, states }
+            };
+            panes.insert(p, pane);
+        }
+        self.live_after_compact = dict.len();
+        self.dict = dict;
+        self.panes = panes;
+        self.emitted_through = cp.emitted_through;
+        self.watermark = cp.watermark;
+        self.window_map.clear();
+        Ok(())
+    }
+}
