@@ -286,3 +286,13 @@ pub fn assert_rows_eq(got: &[String], want: &[String]) {
         &only_want[..only_want.len().min(8)]
     );
 }
+
+/// `counts`: per-keyword post and distinct-author counts over hop(1 min, 5 min) windows of
+/// table `posts`, with the window's end as `window_end` (shared by the checkpoint and crash
+/// tests).
+pub const KEYWORD_COUNTS_VIEW: &str = "CREATE VIEW counts AS
+SELECT win['end'] AS window_end, keyword, n, authors FROM (
+  SELECT keyword, count(*) AS n, count(DISTINCT did) AS authors,
+         hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+  FROM (SELECT did, unnest(keywords(text)) AS keyword, event_time FROM posts)
+  GROUP BY keyword, win);";

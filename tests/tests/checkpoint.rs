@@ -32,12 +32,7 @@ fn script(speed: &str, sinks: &str, inserts: &str) -> String {
                seed = '11', bursts = 'eclipse:5m:8m:10', authors = '150');
          CREATE TABLE out WITH (connector = 'memory');
          {sinks}
-         CREATE VIEW counts AS
-         SELECT win['end'] AS window_end, keyword, n, authors FROM (
-           SELECT keyword, count(*) AS n, count(DISTINCT did) AS authors,
-                  hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
-           FROM (SELECT did, unnest(keywords(text)) AS keyword, event_time FROM posts)
-           GROUP BY keyword, win);
+         {KEYWORD_COUNTS_VIEW}
          INSERT INTO out SELECT * FROM counts;
          {inserts}"
     )

@@ -106,12 +106,7 @@ impl Setup {
              CREATE TABLE lake WITH (connector = 'lake', path = 's3://{bucket}/{run}/counts',
                    s3_endpoint = '{endpoint}', time_column = 'window_end',
                    rollover_rows = '20000');
-             CREATE VIEW counts AS
-             SELECT win['end'] AS window_end, keyword, n, authors FROM (
-               SELECT keyword, count(*) AS n, count(DISTINCT did) AS authors,
-                      hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
-               FROM (SELECT did, unnest(keywords(text)) AS keyword, event_time FROM posts)
-               GROUP BY keyword, win);
+             {KEYWORD_COUNTS_VIEW}
              INSERT INTO lake SELECT * FROM counts;
              INSERT INTO ranking SELECT window_end, keyword, n FROM (
                SELECT win['end'] AS window_end, keyword, n,

@@ -127,8 +127,8 @@ fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
     ZstdLevel::try_new(zstd_level)
         .map_err(|e| Error::plan(format!("table '{}': zstd_level: {e}", table.name)))?;
     o.finish()?;
-    // Opening validates the location's syntax and S3 options; nothing is contacted yet.
-    StoreLocation::open(&path, &s3)?;
+    // The location's syntax and S3 options; nothing is created or contacted yet.
+    StoreLocation::validate(&path, &s3)?;
     Ok(Config {
         path,
         s3,
@@ -251,19 +251,13 @@ async fn commit_file(
 ) -> Result<()> {
     let from = location.child(staging);
     let to = location.child(name);
-    match location.rename(&from, &to).await {
-        Ok(()) => Ok(()),
-        Err(e) if skystream_engine::objstore::is_not_found(&e) => match location.read(&to).await? {
-            Some(_) => Ok(()),
-            None => Err(Error::connector(
-                table,
-                format!(
-                    "staged file {staging} of a stored checkpoint is gone and {name} does not exist"
-                ),
-            )),
-        },
-        Err(e) => Err(Error::connector(table, e)),
+    if location.rename(&from, &to).await? || location.read(&to).await?.is_some() {
+        return Ok(());
     }
+    Err(Error::connector(
+        table,
+        format!("staged file {staging} of a stored checkpoint is gone and {name} does not exist"),
+    ))
 }
 
 /// Hive's name for the partition of rows whose partition value is NULL.
@@ -284,32 +278,38 @@ impl LakeSink {
             &DataType::Timestamp(TimeUnit::Millisecond, None),
         )?;
         let ms = ms.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-        let part = |i: usize| {
-            if ms.is_null(i) {
-                match self.config.partitioning {
-                    Partitioning::Hour => format!("dt={NULL_PARTITION}/hour={NULL_PARTITION}"),
-                    _ => format!("dt={NULL_PARTITION}"),
-                }
-            } else {
-                partition_of(ms.value(i), self.config.partitioning)
-            }
+        // Group rows by an integer bucket (hour or day; None for NULL) and format each
+        // bucket's directory once, not per row.
+        let bucket_ms: i64 = match self.config.partitioning {
+            Partitioning::Hour => 3_600_000,
+            _ => 86_400_000,
         };
-        let first = part(0);
-        let mut rows: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        let mut all_first = true;
-        for i in 0..batch.num_rows() {
-            let p = part(i);
-            if p != first {
-                all_first = false;
-            }
-            rows.entry(p).or_default().push(i as u32);
+        let bucket = |i: usize| (!ms.is_null(i)).then(|| ms.value(i).div_euclid(bucket_ms));
+        let first = bucket(0);
+        let mut rows: BTreeMap<Option<i64>, Vec<u32>> = BTreeMap::new();
+        if (1..batch.num_rows()).all(|i| bucket(i) == first) {
+            return Ok(vec![(self.partition_dir(first, bucket_ms), batch.clone())]);
         }
-        if all_first {
-            return Ok(vec![(first, batch.clone())]);
+        for i in 0..batch.num_rows() {
+            rows.entry(bucket(i)).or_default().push(i as u32);
         }
         rows.into_iter()
-            .map(|(p, idx)| Ok((p, take_record_batch(batch, &UInt32Array::from(idx))?)))
+            .map(|(b, idx)| {
+                let part = take_record_batch(batch, &UInt32Array::from(idx))?;
+                Ok((self.partition_dir(b, bucket_ms), part))
+            })
             .collect()
+    }
+
+    /// The directory of a partition bucket (`None`: rows whose time is NULL).
+    fn partition_dir(&self, bucket: Option<i64>, bucket_ms: i64) -> String {
+        match bucket {
+            Some(b) => partition_of(b * bucket_ms, self.config.partitioning),
+            None => match self.config.partitioning {
+                Partitioning::Hour => format!("dt={NULL_PARTITION}/hour={NULL_PARTITION}"),
+                _ => format!("dt={NULL_PARTITION}"),
+            },
+        }
     }
 
     fn time_column(&self) -> Option<usize> {

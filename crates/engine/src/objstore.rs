@@ -43,9 +43,8 @@ pub struct StoreLocation {
 }
 
 impl StoreLocation {
-    /// Opens `url` with S3 settings `s3` (keys of [`S3_OPTIONS`]). Nothing is contacted yet:
-    /// call [`StoreLocation::check`] to find a missing bucket or bad credentials up front.
-    pub fn open(url: &str, s3: &BTreeMap<String, String>) -> Result<Self> {
+    /// Checks a location's syntax and S3 options without creating or contacting anything.
+    pub fn validate(url: &str, s3: &BTreeMap<String, String>) -> Result<()> {
         if let Some(k) = s3.keys().find(|k| !S3_OPTIONS.contains(&k.as_str())) {
             return Err(Error::plan(format!(
                 "unknown S3 option 's3_{k}' (known: {})",
@@ -56,11 +55,43 @@ impl StoreLocation {
                     .join(", ")
             )));
         }
+        match url.strip_prefix("s3://") {
+            Some(rest) => {
+                if rest.split('/').next().unwrap_or("").is_empty() {
+                    return Err(Error::plan(format!("'{url}': no bucket in the S3 URL")));
+                }
+            }
+            None => {
+                if !s3.is_empty() {
+                    return Err(Error::plan(format!(
+                        "'{url}' is not an s3:// location: s3_* options do not apply"
+                    )));
+                }
+                if url.strip_prefix("file://").unwrap_or(url).is_empty() {
+                    return Err(Error::plan("empty path"));
+                }
+                if url.contains("://") && !url.starts_with("file://") {
+                    return Err(Error::plan(format!(
+                        "'{url}': unsupported scheme (use s3://bucket/prefix, file:///dir or a directory)"
+                    )));
+                }
+            }
+        }
+        for (k, v) in s3 {
+            if matches!(k.as_str(), "path_style" | "allow_http") {
+                parse_bool(k, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens `url` with S3 settings `s3` (keys of [`S3_OPTIONS`]); a local directory is
+    /// created. Nothing remote is contacted yet: call [`StoreLocation::check`] to find a
+    /// missing bucket or bad credentials up front.
+    pub fn open(url: &str, s3: &BTreeMap<String, String>) -> Result<Self> {
+        Self::validate(url, s3)?;
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(Error::plan(format!("'{url}': no bucket in the S3 URL")));
-            }
             let mut b = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(RetryConfig {
@@ -114,20 +145,7 @@ impl StoreLocation {
                 url: url.to_string(),
             })
         } else {
-            if !s3.is_empty() {
-                return Err(Error::plan(format!(
-                    "'{url}' is not an s3:// location: s3_* options do not apply"
-                )));
-            }
             let dir = url.strip_prefix("file://").unwrap_or(url);
-            if dir.is_empty() {
-                return Err(Error::plan("empty path"));
-            }
-            if url.contains("://") && !url.starts_with("file://") {
-                return Err(Error::plan(format!(
-                    "'{url}': unsupported scheme (use s3://bucket/prefix, file:///dir or a directory)"
-                )));
-            }
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::plan(format!("cannot create directory '{dir}': {e}")))?;
             let store = LocalFileSystem::new_with_prefix(dir)
@@ -210,22 +228,19 @@ impl StoreLocation {
         }
     }
 
-    /// Moves an object (a rename on a local disk, copy + delete on S3).
-    pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.store
-            .rename(from, to)
-            .await
-            .map_err(|e| self.error(&e))
+    /// Moves an object (a rename on a local disk, copy + delete on S3); `false` when `from`
+    /// does not exist.
+    pub async fn rename(&self, from: &Path, to: &Path) -> Result<bool> {
+        match self.store.rename(from, to).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error(&e)),
+        }
     }
 
     pub fn error(&self, e: &object_store::Error) -> Error {
         Error::connector(format!("object store {}", self.url), describe(e))
     }
-}
-
-/// Whether an object-store error means the object does not exist.
-pub fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Connector { message, .. } if message.starts_with("not found"))
 }
 
 /// The error with its sources (object_store's own Display hides the S3 error code).
