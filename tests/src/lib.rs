@@ -2,6 +2,7 @@
 //! and, as a plain DataFusion batch query that computes the same windows another way, over the
 //! same finite input; the two results must hold the same rows.
 
+pub mod faults;
 pub mod services;
 
 use std::path::{Path, PathBuf};

@@ -168,6 +168,19 @@ pub fn s3_endpoint() -> String {
     endpoint
 }
 
+/// S3 options (`StoreLocation::open`) for the loopback server at `endpoint`, which takes any
+/// credentials.
+pub fn s3_options(endpoint: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("endpoint", endpoint),
+        ("access_key_id", "test"),
+        ("secret_access_key", "test"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// A new bucket on the suite's S3 server; returns its name.
 pub fn new_bucket(prefix: &str) -> String {
     let bucket = unique_topic(prefix).to_lowercase();

@@ -1,15 +1,21 @@
 //! Checkpoints and the Parquet lake, in process: a pipeline stopped and resumed produces exactly
 //! the rows of an uninterrupted run; lake files appear only when their checkpoint commits and
 //! read back with DataFusion's ListingTable; a damaged checkpoint leaves the previous one in
-//! force; an S3 lake with a missing bucket or bad credentials fails at start, clearly.
+//! force, and so does one that cannot be stored; an S3 outage is retried without loss; an S3
+//! lake with a missing bucket or bad credentials fails at start, clearly.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use skystream_engine::checkpoint::{CheckpointConfig, CheckpointStore};
+use skystream_engine::connector::ConnectorRegistry;
 use skystream_engine::metrics::MetricsSnapshot;
 use skystream_engine::objstore::StoreLocation;
+use skystream_engine::pipeline::Pipeline;
+use skystream_tests::faults::{FaultyStore, Proxy};
 use skystream_tests::services::*;
 use skystream_tests::*;
 
@@ -38,12 +44,8 @@ fn script(speed: &str, sinks: &str, inserts: &str) -> String {
     )
 }
 
-/// Plans `sql` with checkpoints at `ck` (if any) and runs it, stopping after `stop_after`.
-async fn run(
-    sql: &str,
-    ck: Option<StoreLocation>,
-    stop_after: Option<Duration>,
-) -> (Vec<RecordBatch>, MetricsSnapshot, bool) {
+/// Plans `sql` with checkpoints at `ck` (if any, every 150 ms).
+async fn plan(sql: &str, ck: Option<StoreLocation>) -> (Pipeline, ConnectorRegistry) {
     let reg = skystream_registry::registry();
     let planned = skystream_sql::plan_script(sql, &reg)
         .await
@@ -55,6 +57,24 @@ async fn run(
         c.interval = Duration::from_millis(150);
         p.checkpoint = Some(c);
     }
+    (p, reg)
+}
+
+/// Rows the run wrote to the memory table `out`.
+fn out_rows(reg: &ConnectorRegistry) -> Vec<RecordBatch> {
+    reg.memory()
+        .batches("out")
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+}
+
+/// Plans and runs `sql`, stopping after `stop_after`.
+async fn run(
+    sql: &str,
+    ck: Option<StoreLocation>,
+    stop_after: Option<Duration>,
+) -> (Vec<RecordBatch>, MetricsSnapshot, bool) {
+    let (p, reg) = plan(sql, ck).await;
     let stop = p.stop_handle();
     if let Some(d) = stop_after {
         tokio::spawn(async move {
@@ -63,12 +83,7 @@ async fn run(
         });
     }
     let summary = p.run().await.unwrap_or_else(|e| panic!("run failed: {e}"));
-    let out = reg
-        .memory()
-        .batches("out")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    (out, summary.metrics, summary.completed)
+    (out_rows(&reg), summary.metrics, summary.completed)
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
@@ -330,4 +345,136 @@ fn auth_moto() -> (std::process::Child, String) {
         "moto did not start"
     );
     (child, format!("http://{addr}"))
+}
+
+/// A checkpoint location in `dir` whose writes can be made to fail.
+fn faulty(dir: &Path) -> (StoreLocation, Arc<FaultyStore>) {
+    let inner = local(dir);
+    let store = FaultyStore::new(inner.store.clone());
+    let loc = StoreLocation {
+        store: store.clone(),
+        prefix: inner.prefix,
+        url: format!("faulty:{}", dir.display()),
+    };
+    (loc, store)
+}
+
+/// Checkpoints that cannot be stored are counted and the previous one stays in force; a stop
+/// whose last checkpoint fails is an error; the next run resumes from the last stored
+/// checkpoint and the lake ends with every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_checkpoints_keep_the_previous_one() {
+    let root = temp_dir("failing");
+    let lake = root.join("lake");
+    let sql = script(
+        "400",
+        &format!(
+            "CREATE TABLE l WITH (connector = 'lake', path = '{}', rollover_rows = '2000');",
+            lake.display()
+        ),
+        "INSERT INTO l SELECT * FROM counts;",
+    );
+    let (want, _, _) = run(
+        &sql.replace(lake.to_str().unwrap(), root.join("ref").to_str().unwrap()),
+        None,
+        None,
+    )
+    .await;
+
+    let (loc, store) = faulty(&root.join("ck"));
+    let (p, _) = plan(&sql, Some(loc.clone())).await;
+    let metrics = p.metrics();
+    let stop = p.stop_handle();
+    let faults = store.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        faults.fail_puts(true);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        stop.stop();
+    });
+    let e = p
+        .run()
+        .await
+        .expect_err("the last checkpoint failed")
+        .to_string();
+    assert!(
+        e.contains("final checkpoint") && e.contains("injected"),
+        "{e}"
+    );
+    let m = metrics.snapshot();
+    let stored = m
+        .last_checkpoint
+        .expect("checkpoints before the failures")
+        .epoch;
+    assert!(m.checkpoint_failures >= 3, "{m:?}");
+    assert_eq!(
+        store.failed_puts.load(Ordering::SeqCst),
+        m.checkpoint_failures
+    );
+    // The newest stored checkpoint is the last one that succeeded.
+    let latest = CheckpointStore::new(loc.clone())
+        .latest()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.manifest.epoch, stored);
+    // No lake file of a failed checkpoint became visible.
+    for f in files_under(&lake)
+        .iter()
+        .filter(|f| !f.starts_with("_staging/"))
+    {
+        let epoch: u64 = f.rsplit('-').nth(1).unwrap().parse().unwrap();
+        assert!(
+            epoch <= stored,
+            "{f} committed, but checkpoint {epoch} failed"
+        );
+    }
+
+    store.fail_puts(false);
+    let (p, _) = plan(&sql, Some(loc)).await;
+    let summary = p.run().await.unwrap();
+    assert!(summary.completed);
+    assert_eq!(summary.metrics.restored_epoch, Some(stored));
+    assert_rows_eq(&read_lake(&lake_url(&lake), None).await, &rows(&want));
+}
+
+/// An S3 outage (every connection dropped, new ones refused) in the middle of a run: uploads
+/// and checkpoints are retried, the run finishes and the lake holds every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_is_retried_without_loss() {
+    let endpoint = s3_endpoint();
+    let target = endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(target).await;
+    let bucket = new_bucket("outage");
+    let sql = script(
+        "150",
+        &format!(
+            "CREATE TABLE l WITH (connector = 'lake', path = 's3://{bucket}/lake',
+                                  s3_endpoint = '{}', rollover_rows = '1000',
+                                  s3_access_key_id = 'test', s3_secret_access_key = 'test');",
+            proxy.url()
+        ),
+        "INSERT INTO l SELECT * FROM counts;",
+    );
+    let ck = StoreLocation::open(&format!("s3://{bucket}/ck"), &s3_options(&proxy.url())).unwrap();
+    let (p, reg) = plan(&sql, Some(ck)).await;
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy.restore();
+    };
+    let (summary, ()) = tokio::join!(p.run(), outage);
+    let summary = summary.unwrap();
+    assert!(summary.completed);
+    assert!(
+        proxy.refused.load(Ordering::SeqCst) > 0,
+        "the outage hit nothing"
+    );
+    assert!(summary.metrics.checkpoints >= 3, "{:?}", summary.metrics);
+    let want = out_rows(&reg);
+    let direct = StoreLocation::open(&format!("s3://{bucket}"), &s3_options(&endpoint)).unwrap();
+    let got = read_lake(&format!("s3://{bucket}/lake/"), Some(direct.store.clone())).await;
+    assert_rows_eq(&got, &rows(&want));
+    assert!(direct.list("lake/_staging").await.unwrap().is_empty());
 }

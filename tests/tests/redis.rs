@@ -208,9 +208,37 @@ async fn redis_down_at_start_then_up_loses_nothing() {
             .spawn()
             .expect("redis-server")
     });
-    let (out, _) = tokio::time::timeout(Duration::from_secs(60), run_stream(&sql, "out"))
+    let reg = skystream_registry::registry();
+    let p = skystream_sql::plan_script(&sql, &reg)
         .await
-        .expect("the pipeline did not recover");
+        .unwrap()
+        .pipeline;
+    let metrics = p.metrics();
+    // While Redis is down the pipeline reports the sink as degraded.
+    let watcher = tokio::spawn(async move {
+        let mut seen = false;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen |= !metrics.snapshot().degraded_sinks.is_empty();
+        }
+        seen
+    });
+    let summary = tokio::time::timeout(Duration::from_secs(60), p.run())
+        .await
+        .expect("the pipeline did not recover")
+        .unwrap();
+    assert!(summary.completed);
+    assert!(
+        watcher.await.unwrap(),
+        "the sink was never reported degraded"
+    );
+    assert!(summary.metrics.sink_retries > 0);
+    assert!(summary.metrics.degraded_sinks.is_empty());
+    let out: Vec<_> = reg
+        .memory()
+        .batches("out")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     let mut server = starter.await.unwrap();
     let mut c = conn(&url).await;
     let (_, got) = ranking_state(&mut c, &prefix).await;

@@ -1,9 +1,12 @@
 //! Per-source event time: the watermark and late-row detection.
 //!
 //! The watermark of a source is the largest event time seen minus the declared bound
-//! (`WATERMARK FOR ts AS ts - INTERVAL '5' SECOND`). A row whose event time is below the
-//! watermark in force when it arrives is late: it is dropped and counted. Lateness is decided
-//! row by row in arrival order, so the result does not depend on how the input was batched.
+//! (`WATERMARK FOR ts AS ts - INTERVAL '5' SECOND`); for a source of several splits (Kafka
+//! partitions) each split has its own and the source's is the lowest. A row whose event time is
+//! below its split's watermark when it arrives is late: it is dropped and counted. Lateness is
+//! decided row by row in arrival order within a split, so the result depends neither on how the
+//! input was batched nor on how the splits interleave (a replay after a crash keeps the same
+//! rows).
 
 use std::time::{Duration, Instant};
 
@@ -129,7 +132,13 @@ impl WatermarkTracker {
         let single = self.splits.len() == 1;
         let mut keep: Option<Vec<bool>> = None;
         for i in 0..ts.len() {
-            let late = ts.is_null(i) || ts.value(i) < self.watermark;
+            // Judged against the row's own split: the splits' order within themselves is fixed
+            // (Kafka keeps a partition's order), their interleaving is not, so the rows kept
+            // do not depend on how partitions interleave and a replay keeps the same rows.
+            // The source's watermark (the lowest split's) is never above an active split's, so
+            // no kept row falls into a window already emitted; only after a split was idle can
+            // one, and the window operator drops and counts it then.
+            let late = ts.is_null(i) || ts.value(i) < self.splits[si].watermark;
             if late {
                 keep.get_or_insert_with(|| vec![true; ts.len()])[i] = false;
                 self.late_rows += 1;
@@ -354,11 +363,38 @@ mod tests {
         // Partition 1's older rows are on time; the watermark is now partition 1's.
         assert_eq!(rows(&t.observe(batch(&[50, 60]), 1).unwrap()), [50, 60]);
         assert_eq!(t.watermark(), 60);
-        // Below the combined watermark is late, whichever partition it comes from.
-        assert_eq!(rows(&t.observe(batch(&[55, 150]), 0).unwrap()), [150]);
+        // Below its own partition's watermark is late.
+        assert_eq!(rows(&t.observe(batch(&[55, 250]), 0).unwrap()), [250]);
         assert_eq!(t.late_rows, 1);
         assert_eq!(rows(&t.observe(batch(&[300]), 1).unwrap()), [300]);
-        assert_eq!(t.watermark(), 200);
+        assert_eq!(t.watermark(), 250);
+    }
+
+    #[test]
+    fn late_rows_do_not_depend_on_how_partitions_interleave() {
+        // Partition 0 is out of order by 15 (bound 10): 85 is late after 100 in either order,
+        // even when partition 1 lags so far that the source's watermark is still below 85.
+        let kept = |order: &[(u32, &[i64])]| {
+            let mut t = WatermarkTracker::new(
+                Some(WatermarkSpec {
+                    column: 0,
+                    delay_ns: 10,
+                }),
+                Duration::from_secs(60),
+            );
+            t.announce(&[0, 1]);
+            let mut all: Vec<(u32, i64)> = Vec::new();
+            for &(split, ts) in order {
+                let out = t.observe(batch(ts), split).unwrap();
+                all.extend(rows(&out).into_iter().map(|v| (split, v)));
+            }
+            all.sort();
+            (all, t.late_rows)
+        };
+        let a = kept(&[(1, &[50]), (0, &[100, 85]), (1, &[200])]);
+        let b = kept(&[(1, &[50]), (1, &[200]), (0, &[100, 85])]);
+        assert_eq!(a, b);
+        assert_eq!(a, (vec![(0, 100), (1, 50), (1, 200)], 1));
     }
 
     #[test]
