@@ -16,7 +16,7 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use skystream_engine::connector::{Connector, TableDef};
+use skystream_engine::connector::{Connector, Resource, TableDef};
 use skystream_engine::format::{RecordDecoder, push_record};
 use skystream_engine::source::{Source, SourceContext, SourceEvent};
 use skystream_engine::{Error, Result};
@@ -68,6 +68,15 @@ fn config(table: &TableDef) -> Result<Config> {
 impl Connector for JetstreamConnector {
     fn name(&self) -> &str {
         "jetstream"
+    }
+
+    fn resources(&self, table: &TableDef) -> Vec<Resource> {
+        table
+            .options
+            .get("url")
+            .map(|u| Resource::Endpoint(u.to_string()))
+            .into_iter()
+            .collect()
     }
 
     fn description(&self) -> &str {

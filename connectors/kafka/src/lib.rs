@@ -12,7 +12,7 @@ use skystream_engine::{Error, Result};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use skystream_engine::connector::{Connector, TableDef};
+use skystream_engine::connector::{Connector, Resource, TableDef};
 use skystream_engine::sink::Sink;
 use skystream_engine::source::Source;
 
@@ -23,6 +23,23 @@ pub struct KafkaConnector;
 impl Connector for KafkaConnector {
     fn name(&self) -> &str {
         "kafka"
+    }
+
+    fn resources(&self, table: &TableDef) -> Vec<Resource> {
+        let o = &table.options;
+        let mut r: Vec<Resource> = o
+            .get("bootstrap_servers")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| Resource::Endpoint(s.trim().to_string()))
+            .collect();
+        r.extend(
+            o.keys()
+                .filter(|k| k.starts_with("kafka."))
+                .map(Resource::RawSetting),
+        );
+        r
     }
 
     fn description(&self) -> &str {

@@ -34,7 +34,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
-use skystream_engine::connector::{Connector, TableDef};
+use skystream_engine::connector::{Connector, Resource, TableDef};
 use skystream_engine::objstore::StoreLocation;
 use skystream_engine::sink::{Sink, SinkStart, SinkStatus};
 use skystream_engine::time::civil_from_days;
@@ -145,6 +145,20 @@ fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
 impl Connector for LakeConnector {
     fn name(&self) -> &str {
         "lake"
+    }
+
+    fn resources(&self, table: &TableDef) -> Vec<Resource> {
+        let o = &table.options;
+        let path = o.get("path").unwrap_or_default();
+        if path.starts_with("s3://") {
+            // Without an endpoint the server's own S3 settings (AWS_* environment) apply.
+            o.get("s3_endpoint")
+                .map(|e| Resource::Endpoint(e.to_string()))
+                .into_iter()
+                .collect()
+        } else {
+            vec![Resource::LocalPath(path.to_string())]
+        }
     }
 
     fn description(&self) -> &str {

@@ -30,7 +30,7 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
-use skystream_engine::connector::{Connector, TableDef};
+use skystream_engine::connector::{Connector, Resource, TableDef};
 use skystream_engine::sink::{Sink, SinkStatus};
 use skystream_engine::{Error, Result};
 
@@ -129,6 +129,16 @@ fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
 impl Connector for RedisConnector {
     fn name(&self) -> &str {
         "redis"
+    }
+
+    fn resources(&self, table: &TableDef) -> Vec<Resource> {
+        vec![Resource::Endpoint(
+            table
+                .options
+                .get("url")
+                .unwrap_or("redis://127.0.0.1:6379")
+                .to_string(),
+        )]
     }
 
     fn description(&self) -> &str {

@@ -20,7 +20,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use skystream_engine::connector::{Connector, TableDef};
+use skystream_engine::connector::{Connector, Resource, TableDef};
 use skystream_engine::format::RecordDecoder;
 pub use skystream_engine::format::push_record;
 use skystream_engine::source::{Source, SourceContext, SourceEvent, Stopped};
@@ -131,6 +131,12 @@ fn config(table: &TableDef) -> Result<Config> {
 impl Connector for ReplayConnector {
     fn name(&self) -> &str {
         "replay"
+    }
+
+    fn resources(&self, table: &TableDef) -> Vec<Resource> {
+        vec![Resource::LocalPath(
+            table.options.get("path").unwrap_or_default().to_string(),
+        )]
     }
 
     fn description(&self) -> &str {

@@ -14,7 +14,7 @@ use arrow::json::LineDelimitedWriter;
 use arrow::util::pretty::pretty_format_batches;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use skystream_engine::connector::{Connector, TableDef};
+use skystream_engine::connector::{Connector, Resource, TableDef};
 use skystream_engine::sink::Sink;
 use skystream_engine::{Error, Result};
 
@@ -122,6 +122,12 @@ fn file_config(table: &TableDef) -> Result<(String, bool)> {
 impl Connector for FileConnector {
     fn name(&self) -> &str {
         "file"
+    }
+
+    fn resources(&self, table: &TableDef) -> Vec<Resource> {
+        vec![Resource::LocalPath(
+            table.options.get("path").unwrap_or_default().to_string(),
+        )]
     }
 
     fn description(&self) -> &str {

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arrow::datatypes::SchemaRef;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use skystream_engine::connector::{Connector, TableDef};
+use skystream_engine::connector::{Connector, Resource, TableDef};
 use skystream_engine::format::RecordDecoder;
 use skystream_engine::source::{Source, SourceContext, SourceEvent};
 use skystream_engine::{Error, Result};
@@ -113,6 +113,15 @@ fn config(table: &TableDef) -> Result<Config> {
 impl Connector for SyntheticConnector {
     fn name(&self) -> &str {
         "synthetic"
+    }
+
+    fn resources(&self, table: &TableDef) -> Vec<Resource> {
+        table
+            .options
+            .get("ground_truth")
+            .map(|p| Resource::LocalPath(p.to_string()))
+            .into_iter()
+            .collect()
     }
 
     fn description(&self) -> &str {

@@ -4,6 +4,7 @@ mod bench;
 mod bench_kafka;
 mod bench_sinks;
 mod jetstream_cmds;
+mod serve;
 mod vars;
 
 use std::path::PathBuf;
@@ -83,6 +84,8 @@ enum Command {
     },
     /// List the connectors.
     Connectors,
+    /// The HTTP API: submit, run and watch SQL pipelines (OpenAPI at /api/v1/openapi.json).
+    Serve(serve::ServeArgs),
     /// Serve a JSONL file of Jetstream events as a local Jetstream v1 endpoint.
     JetstreamServe(jetstream_cmds::ServeArgs),
     /// Jetstream -> Kafka: every event to a topic, keyed by author, resumable by cursor.
@@ -212,6 +215,7 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Serve(args) => serve::serve(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchKafka(args) => bench_kafka::run(args),
         Command::BenchSinks(args) => bench_sinks::run(args),

@@ -46,9 +46,30 @@ impl TableDef {
     }
 }
 
+/// Something outside the process a table reaches, as a sandbox sees it (see
+/// [`Connector::resources`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// A file or directory on this machine.
+    LocalPath(String),
+    /// A network endpoint: a URL or `host:port`.
+    Endpoint(String),
+    /// A pass-through setting of a client library that may reach files or load code (e.g. a
+    /// librdkafka property), named by its option.
+    RawSetting(String),
+}
+
 /// A kind of source and/or sink.
 pub trait Connector: Send + Sync {
     fn name(&self) -> &str;
+
+    /// What a table of this connector reads or writes outside the process: files, network
+    /// endpoints, raw client settings. An API server refuses tables that reach what its
+    /// sandbox does not allow.
+    fn resources(&self, table: &TableDef) -> Vec<Resource> {
+        let _ = table;
+        Vec::new()
+    }
 
     /// One line for `skystream connectors` and error messages.
     fn description(&self) -> &str;

@@ -35,6 +35,43 @@ pub struct PipelineMetrics {
     pub last_checkpoint_at_ms: AtomicI64,
     /// The epoch the pipeline resumed from (0: started fresh).
     pub restored_epoch: AtomicU64,
+    /// Every operator of every flow, in order.
+    pub operators: Mutex<Vec<(String, String, Arc<OperatorCounters>)>>,
+}
+
+/// Rows into and out of one operator of a flow.
+#[derive(Debug, Default)]
+pub struct OperatorCounters {
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+}
+
+impl OperatorCounters {
+    pub fn count(&self, rows_in: usize, rows_out: usize) {
+        self.rows_in.fetch_add(rows_in as u64, Ordering::Relaxed);
+        self.rows_out.fetch_add(rows_out as u64, Ordering::Relaxed);
+    }
+}
+
+/// One operator's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorSnapshot {
+    /// The flow (the sink table it writes).
+    pub flow: String,
+    /// `{position}:{kind}`, e.g. `0:ProjectionExec`, `1:window`, `2:sink`.
+    pub operator: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+}
+
+/// One source's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceSnapshot {
+    pub name: String,
+    pub records: u64,
+    pub malformed: u64,
+    pub filtered: u64,
+    pub lag: Option<u64>,
 }
 
 impl Default for PipelineMetrics {
@@ -55,6 +92,7 @@ impl Default for PipelineMetrics {
             last_checkpoint_bytes: AtomicU64::new(0),
             last_checkpoint_at_ms: AtomicI64::new(0),
             restored_epoch: AtomicU64::new(0),
+            operators: Mutex::new(Vec::new()),
         }
     }
 }
@@ -82,6 +120,8 @@ pub struct MetricsSnapshot {
     pub degraded_sinks: Vec<String>,
     /// Sink write attempts that failed and were retried.
     pub sink_retries: u64,
+    pub sources: Vec<SourceSnapshot>,
+    pub operators: Vec<OperatorSnapshot>,
 }
 
 /// The last stored checkpoint.
@@ -127,13 +167,32 @@ impl PipelineMetrics {
             }
             s.sink_retries += st.retries.load(Ordering::Relaxed);
         }
-        for (_, c) in self.sources.lock().unwrap().iter() {
-            s.records_read += c.records.load(Ordering::Relaxed);
-            s.malformed += c.malformed.load(Ordering::Relaxed);
-            s.filtered += c.filtered.load(Ordering::Relaxed);
-            if c.lag_known.load(Ordering::Relaxed) {
-                *s.lag.get_or_insert(0) += c.lag.load(Ordering::Relaxed);
+        for (name, c) in self.sources.lock().unwrap().iter() {
+            let src = SourceSnapshot {
+                name: name.clone(),
+                records: c.records.load(Ordering::Relaxed),
+                malformed: c.malformed.load(Ordering::Relaxed),
+                filtered: c.filtered.load(Ordering::Relaxed),
+                lag: c
+                    .lag_known
+                    .load(Ordering::Relaxed)
+                    .then(|| c.lag.load(Ordering::Relaxed)),
+            };
+            s.records_read += src.records;
+            s.malformed += src.malformed;
+            s.filtered += src.filtered;
+            if let Some(l) = src.lag {
+                *s.lag.get_or_insert(0) += l;
             }
+            s.sources.push(src);
+        }
+        for (flow, op, c) in self.operators.lock().unwrap().iter() {
+            s.operators.push(OperatorSnapshot {
+                flow: flow.clone(),
+                operator: op.clone(),
+                rows_in: c.rows_in.load(Ordering::Relaxed),
+                rows_out: c.rows_out.load(Ordering::Relaxed),
+            });
         }
         s
     }

@@ -15,7 +15,7 @@ use crate::checkpoint::{
 };
 use crate::exec::run_plan;
 use crate::feed::Feed;
-use crate::metrics::{MetricsSnapshot, PipelineMetrics};
+use crate::metrics::{MetricsSnapshot, OperatorCounters, PipelineMetrics};
 use crate::sink::{Sink, SinkStart};
 use crate::source::{Position, Source, SourceContext, SourceCounters, SourceEvent};
 use crate::watermark::{WatermarkSpec, WatermarkTracker};
@@ -54,6 +54,8 @@ pub struct Flow {
     pub stages: Vec<Stage>,
     pub sink: usize,
     watermark: i64,
+    /// One per stage, then one for the sink.
+    counters: Vec<Arc<OperatorCounters>>,
 }
 
 impl Flow {
@@ -63,13 +65,40 @@ impl Flow {
         stages: Vec<Stage>,
         sink: usize,
     ) -> Self {
+        let counters = (0..=stages.len()).map(|_| Arc::default()).collect();
         Self {
             name: name.into(),
             inputs,
             stages,
             sink,
             watermark: i64::MIN,
+            counters,
         }
+    }
+
+    fn count_sink(&self, out: &[RecordBatch]) {
+        let n: usize = out.iter().map(RecordBatch::num_rows).sum();
+        if let Some(c) = self.counters.last() {
+            c.count(n, n);
+        }
+    }
+
+    /// The flow's operators, named `{position}:{kind}`, with their counters.
+    fn operators(&self) -> Vec<(String, Arc<OperatorCounters>)> {
+        let mut names: Vec<String> = self
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                Stage::Plan { plan, .. } => format!("{i}:{}", plan.name()),
+                Stage::Window(_) => format!("{i}:window"),
+            })
+            .collect();
+        names.push(format!("{}:sink", self.stages.len()));
+        names
+            .into_iter()
+            .zip(self.counters.iter().cloned())
+            .collect()
     }
 
     /// Runs stages `from..` on `data` until a window stage absorbs it; returns sink rows.
@@ -79,23 +108,31 @@ impl Flow {
         mut data: Vec<RecordBatch>,
         ctx: &Arc<TaskContext>,
     ) -> Result<Vec<RecordBatch>> {
-        for stage in &mut self.stages[from..] {
+        let rows = |d: &[RecordBatch]| d.iter().map(RecordBatch::num_rows).sum::<usize>();
+        for (i, stage) in self.stages.iter_mut().enumerate().skip(from) {
             match stage {
                 Stage::Plan { plan, input } => {
-                    if let Some(feed) = input {
-                        if data.is_empty() {
-                            return Ok(Vec::new());
+                    // The first stage reads the source feeds (counted by the pipeline).
+                    let n_in = match input {
+                        Some(feed) => {
+                            if data.is_empty() {
+                                return Ok(Vec::new());
+                            }
+                            for b in &data {
+                                feed.push(b)?;
+                            }
+                            rows(&data)
                         }
-                        for b in &data {
-                            feed.push(b)?;
-                        }
-                    }
+                        None => 0,
+                    };
                     data = run_plan(plan, ctx)?;
+                    self.counters[i].count(n_in, rows(&data));
                 }
                 Stage::Window(w) => {
                     for b in &data {
                         w.process(b)?;
                     }
+                    self.counters[i].count(rows(&data), 0);
                     return Ok(Vec::new());
                 }
             }
@@ -120,6 +157,7 @@ impl Flow {
             // The rows of one window reach the sink in one batch (sinks that replace a window's
             // rows as a whole, like Redis rankings, rely on it).
             for window in emitted {
+                self.counters[i].count(0, window.num_rows());
                 let rows = self.run_from(i + 1, vec![window], ctx)?;
                 match rows.len() {
                     0 => {}
@@ -357,6 +395,15 @@ impl Pipeline {
             pipeline: config.name.clone(),
         });
 
+        {
+            let mut ops = metrics.operators.lock().unwrap();
+            ops.clear();
+            for f in &flows {
+                for (name, c) in f.operators() {
+                    ops.push((f.name.clone(), name, c));
+                }
+            }
+        }
         let (tx, mut rx) = mpsc::channel::<(usize, SourceEvent)>(config.channel_capacity.max(1));
         let (err_tx, mut err_rx) = mpsc::unbounded_channel::<(String, Error)>();
         let mut tasks = Vec::new();
@@ -418,7 +465,9 @@ impl Pipeline {
                                             }
                                         }
                                         if fed {
+                                            flow.counters[0].count(batch.num_rows(), 0);
                                             let out = flow.run_from(0, Vec::new(), &task_ctx)?;
+                                            flow.count_sink(&out);
                                             write(&mut sinks[flow.sink], out, &metrics).await?;
                                         }
                                     }
@@ -689,6 +738,7 @@ async fn advance_all(
         let Some(wm) = wm else { continue };
         lowest = lowest.min(wm);
         let out = flow.advance(wm, ctx)?;
+        flow.count_sink(&out);
         write(&mut sinks[flow.sink], out, metrics).await?;
     }
     if lowest != i64::MAX {

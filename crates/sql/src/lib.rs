@@ -30,4 +30,7 @@ pub mod udf;
 pub mod validate;
 
 pub use error::SqlError;
-pub use planner::{PlannedPipeline, new_session, plan_script};
+pub use planner::{
+    PlanOptions, PlannedPipeline, TableCheck, new_session, new_session_with, plan_script,
+    plan_script_with,
+};

@@ -18,6 +18,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{Column, TableReference};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan, Projection, cast};
 use datafusion::optimizer::Optimizer;
 use datafusion::physical_plan::aggregates::AggregateExec;
@@ -27,7 +28,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     CreateTableOptions, Expr as SqlExpr, ObjectName, SqlOption, Statement, TableObject, Value,
 };
-use skystream_engine::connector::{ConnectorRegistry, TableDef};
+use skystream_engine::connector::{Connector, ConnectorRegistry, TableDef};
 use skystream_engine::feed::{Feed, FeedExec};
 use skystream_engine::options::Options;
 use skystream_engine::pipeline::{Flow, Pipeline, SinkSlot, SourceSlot, Stage};
@@ -51,6 +52,12 @@ pub struct PlannedPipeline {
 /// A DataFusion session set up for streaming plans: one partition, skystream's functions, and
 /// the optimizer rules that keep a windowed aggregate in one piece.
 pub fn new_session() -> SessionContext {
+    new_session_with(None)
+}
+
+/// [`new_session`] whose operators may hold at most `memory_limit` bytes (DataFusion's memory
+/// pool; a query needing more fails with an error saying so).
+pub fn new_session_with(memory_limit: Option<usize>) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
@@ -82,8 +89,16 @@ pub fn new_session() -> SessionContext {
         .into_iter()
         .filter(|r| r.name() != "EnsureCooperative")
         .collect();
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_limit(limit, 1.0);
+    }
+    let runtime = runtime
+        .build_arc()
+        .expect("a runtime environment without disk settings builds");
     let state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(runtime)
         .with_default_features()
         .with_optimizer_rules(rules)
         .with_physical_optimizer_rules(physical_rules)
@@ -140,16 +155,37 @@ fn option_value(e: &SqlExpr) -> Option<String> {
     }
 }
 
+/// Checks a declared table before it is used (an API server's sandbox); an error refuses it.
+pub type TableCheck = Arc<dyn Fn(&TableDef, &dyn Connector) -> Result<(), String> + Send + Sync>;
+
+/// Settings of [`plan_script_with`].
+#[derive(Clone, Default)]
+pub struct PlanOptions {
+    /// Memory the pipeline's DataFusion operators may hold (bytes).
+    pub memory_limit: Option<usize>,
+    /// Called for every `CREATE TABLE`.
+    pub table_check: Option<TableCheck>,
+}
+
 /// Plans a pipeline script with the connectors of `registry`.
 pub async fn plan_script(
     sql: &str,
     registry: &ConnectorRegistry,
 ) -> Result<PlannedPipeline, SqlError> {
+    plan_script_with(sql, registry, &PlanOptions::default()).await
+}
+
+/// [`plan_script`] with settings.
+pub async fn plan_script_with(
+    sql: &str,
+    registry: &ConnectorRegistry,
+    options: &PlanOptions,
+) -> Result<PlannedPipeline, SqlError> {
     let statements = parse_script(sql)?;
     if statements.is_empty() {
         return Err(SqlError::new("the script holds no statement"));
     }
-    let ctx = new_session();
+    let ctx = new_session_with(options.memory_limit);
     let insert_targets: HashSet<String> = statements
         .iter()
         .filter_map(|s| match &s.statement {
@@ -274,6 +310,9 @@ pub async fn plan_script(
                     declared_schema,
                     options: Options::new(&name, values),
                 };
+                if let Some(check) = &options.table_check {
+                    check(&def, conn.as_ref()).map_err(|e| SqlError::new(e).or_at(pos))?;
+                }
                 if is_sink {
                     if st.watermark.is_some() {
                         return Err(SqlError::new(format!(

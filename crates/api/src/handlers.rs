@@ -1,0 +1,428 @@
+//! The endpoints. Each is annotated for the OpenAPI document (`/api/v1/openapi.json`).
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::Shared;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::manager::{NewPipeline, PipelineView, PlanSummary, rfc3339_ms};
+
+fn body<T>(r: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    match r {
+        Ok(Json(v)) => Ok(v),
+        Err(e) => {
+            let status = match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            Err(ApiError::new(status, e.body_text()))
+        }
+    }
+}
+
+fn path_id(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// Submit a pipeline: it is validated and planned, saved, and started.
+#[utoipa::path(
+    post,
+    path = "/api/v1/pipelines",
+    tag = "pipelines",
+    request_body = NewPipeline,
+    responses(
+        (status = 201, description = "Created and started", body = PipelineView),
+        (status = 400, description = "Invalid request or query", body = ErrorBody),
+        (status = 409, description = "Name taken, or the pipeline cap is reached", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    )
+)]
+pub async fn create_pipeline(
+    State(s): State<Shared>,
+    req: Result<Json<NewPipeline>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<PipelineView>)> {
+    let req = body(req)?;
+    let v = s.manager.create(req).await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Every pipeline with its state and counters.
+#[utoipa::path(
+    get,
+    path = "/api/v1/pipelines",
+    tag = "pipelines",
+    responses((status = 200, description = "The pipelines, oldest first", body = Vec<PipelineView>))
+)]
+pub async fn list_pipelines(State(s): State<Shared>) -> Json<Vec<PipelineView>> {
+    Json(s.manager.list())
+}
+
+/// One pipeline: state (with its error if it failed), per-operator rows, watermark, late
+/// rows, lag and the last checkpoint.
+#[utoipa::path(
+    get,
+    path = "/api/v1/pipelines/{id}",
+    tag = "pipelines",
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses(
+        (status = 200, description = "The pipeline", body = PipelineView),
+        (status = 404, description = "No such pipeline", body = ErrorBody),
+    )
+)]
+pub async fn get_pipeline(
+    State(s): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<PipelineView>> {
+    Ok(Json(s.manager.get(&path_id(id)?)?))
+}
+
+/// Stop (if running) and delete a pipeline, with its checkpoints.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/pipelines/{id}",
+    tag = "pipelines",
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such pipeline", body = ErrorBody),
+        (status = 500, description = "It did not stop in time", body = ErrorBody),
+    )
+)]
+pub async fn delete_pipeline(
+    State(s): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    s.manager.delete(&path_id(id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stop a running pipeline gracefully: it takes a last checkpoint.
+#[utoipa::path(
+    post,
+    path = "/api/v1/pipelines/{id}/stop",
+    tag = "pipelines",
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses(
+        (status = 200, description = "Stopped", body = PipelineView),
+        (status = 404, description = "No such pipeline", body = ErrorBody),
+        (status = 409, description = "Not running", body = ErrorBody),
+        (status = 500, description = "It did not stop in time", body = ErrorBody),
+    )
+)]
+pub async fn stop_pipeline(
+    State(s): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<PipelineView>> {
+    Ok(Json(s.manager.stop(&path_id(id)?).await?))
+}
+
+/// Start a stopped, finished or failed pipeline: it resumes from its last checkpoint.
+#[utoipa::path(
+    post,
+    path = "/api/v1/pipelines/{id}/start",
+    tag = "pipelines",
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses(
+        (status = 200, description = "Started (state `running`, or `failed` with the error)", body = PipelineView),
+        (status = 404, description = "No such pipeline", body = ErrorBody),
+        (status = 409, description = "Already running", body = ErrorBody),
+    )
+)]
+pub async fn start_pipeline(
+    State(s): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<PipelineView>> {
+    Ok(Json(s.manager.start(&path_id(id)?).await?))
+}
+
+/// Result rows as they are written, as Server-Sent Events: one `rows` event per batch, its data
+/// `{"table": ..., "rows": [{...}, ...]}`; a `lagged` event when the client fell behind and
+/// rows were skipped.
+#[utoipa::path(
+    get,
+    path = "/api/v1/pipelines/{id}/output",
+    tag = "pipelines",
+    params(("id" = String, Path, description = "Pipeline id")),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such pipeline", body = ErrorBody),
+    )
+)]
+pub async fn pipeline_output(
+    State(s): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let tap = s.manager.tap(&path_id(id)?)?;
+    let rx = tap.subscribe();
+    let closing = s.closing.subscribe();
+    let stream = futures::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            let ev = match msg {
+                Ok(batch) => Event::default()
+                    .event("rows")
+                    .json_data(batch.as_ref())
+                    .unwrap_or_else(|_| Event::default().event("error")),
+                Err(RecvError::Lagged(n)) => Event::default()
+                    .event("lagged")
+                    .data(format!("{{\"skipped_batches\":{n}}}")),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Ok(ev), (rx, closing)));
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A query to check.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    pub query: String,
+}
+
+/// Plan a query without running it: its outputs and streaming plan, or the error with its
+/// position.
+#[utoipa::path(
+    post,
+    path = "/api/v1/validate",
+    tag = "pipelines",
+    request_body = ValidateRequest,
+    responses(
+        (status = 200, description = "The query plans", body = PlanSummary),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    )
+)]
+pub async fn validate(
+    State(s): State<Shared>,
+    req: Result<Json<ValidateRequest>, JsonRejection>,
+) -> ApiResult<Json<PlanSummary>> {
+    let req = body(req)?;
+    Ok(Json(s.manager.validate(&req.query).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TrendsQuery {
+    /// How many terms (default 10, at most 1000).
+    pub limit: Option<u32>,
+    /// The window, by its end: ms since the Unix epoch (default: the newest).
+    pub window: Option<i64>,
+    /// The pipeline whose results to read (without Redis; default: the oldest running one
+    /// with trend-shaped results: a window end, a term and a score).
+    pub pipeline: Option<String>,
+}
+
+/// One ranked term.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Trend {
+    pub rank: u32,
+    pub term: String,
+    pub score: f64,
+}
+
+/// The top terms of one window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrendsResponse {
+    /// `redis` or `engine`.
+    pub source: String,
+    /// The window's end, ms since the Unix epoch (absent when nothing was ranked yet).
+    pub window_end_ms: Option<i64>,
+    pub window_end: Option<String>,
+    pub trends: Vec<Trend>,
+}
+
+/// Current top trends: from Redis when the server is configured with it (the `latest` pointer
+/// and sorted sets of a `ranking` sink), else from the pipelines' results.
+#[utoipa::path(
+    get,
+    path = "/api/v1/trends",
+    tag = "trends",
+    params(TrendsQuery),
+    responses(
+        (status = 200, description = "The ranking", body = TrendsResponse),
+        (status = 400, description = "Bad parameters", body = ErrorBody),
+        (status = 404, description = "No such pipeline", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+    )
+)]
+pub async fn trends(
+    State(s): State<Shared>,
+    q: Result<Query<TrendsQuery>, QueryRejection>,
+) -> ApiResult<Json<TrendsResponse>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: 1 to 1000"));
+    }
+    let (source, window, terms) = match &s.config.trends_redis {
+        Some((url, key)) => {
+            let (w, t) = redis_trends(&s, url, key, q.window, limit).await?;
+            ("redis", w, t)
+        }
+        None => {
+            let taps = match &q.pipeline {
+                Some(id) => vec![(id.clone(), s.manager.tap(id)?)],
+                None => s.manager.taps(),
+            };
+            let found = taps.iter().find_map(|(_, t)| t.trends(q.window));
+            match found {
+                Some((w, tw)) => (
+                    "engine",
+                    Some(w),
+                    tw.terms.into_iter().take(limit as usize).collect(),
+                ),
+                None => ("engine", None, Vec::new()),
+            }
+        }
+    };
+    Ok(Json(TrendsResponse {
+        source: source.into(),
+        window_end_ms: window,
+        window_end: window.and_then(rfc3339_ms),
+        trends: terms
+            .into_iter()
+            .enumerate()
+            .map(|(i, (term, score))| Trend {
+                rank: i as u32 + 1,
+                term,
+                score,
+            })
+            .collect(),
+    }))
+}
+
+type Ranked = (Option<i64>, Vec<(String, f64)>);
+
+async fn redis_trends(
+    s: &Shared,
+    url: &str,
+    key: &str,
+    window: Option<i64>,
+    limit: u32,
+) -> ApiResult<Ranked> {
+    let unavailable = |e: redis::RedisError| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Redis at {url}: {e}"),
+        )
+    };
+    let conn = s
+        .redis
+        .get_or_try_init(|| async {
+            let client = redis::Client::open(url)?;
+            tokio::time::timeout(
+                Duration::from_secs(3),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection timed out",
+                ))
+            })?
+        })
+        .await
+        .map_err(unavailable)?;
+    let mut c = conn.clone();
+    let window = match window {
+        Some(w) => Some(w),
+        None => redis::cmd("GET")
+            .arg(format!("{key}:latest"))
+            .query_async::<Option<String>>(&mut c)
+            .await
+            .map_err(unavailable)?
+            .and_then(|v| v.parse().ok()),
+    };
+    let Some(w) = window else {
+        return Ok((None, Vec::new()));
+    };
+    let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(format!("{key}:{w}"))
+        .arg(0)
+        .arg(limit as i64 - 1)
+        .arg("REV")
+        .arg("WITHSCORES")
+        .query_async(&mut c)
+        .await
+        .map_err(unavailable)?;
+    Ok((Some(w), members))
+}
+
+/// Prometheus text: pipelines by state, and every pipeline's counters.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
+pub async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::prom::render(&s.manager),
+    )
+        .into_response()
+}
+
+/// Health of the server process.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Liveness: the server answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: saved pipelines are loaded and resumed.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Starting or shutting down", body = ErrorBody),
+    )
+)]
+pub async fn readyz(State(s): State<Shared>) -> ApiResult<Json<Health>> {
+    if s.ready.load(Ordering::SeqCst) {
+        Ok(Json(Health {
+            status: "ready".into(),
+        }))
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: loading pipelines or shutting down",
+        ))
+    }
+}

@@ -1,0 +1,240 @@
+//! `skystream serve`: an HTTP API to submit, run and watch SQL pipelines.
+//!
+//! Routes (JSON everywhere; errors are `{error, line?, column?}`):
+//! `POST /api/v1/pipelines`, `GET /api/v1/pipelines`, `GET|DELETE /api/v1/pipelines/{id}`,
+//! `POST /api/v1/pipelines/{id}/stop|start`, `GET /api/v1/pipelines/{id}/output` (Server-Sent
+//! Events), `POST /api/v1/validate`, `GET /api/v1/trends`, `GET /api/v1/openapi.json`,
+//! `GET /metrics` (Prometheus), `GET /healthz`, `GET /readyz`.
+
+pub mod error;
+mod handlers;
+pub mod manager;
+mod prom;
+pub mod sandbox;
+pub mod tap;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use skystream_engine::connector::ConnectorRegistry;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use manager::{Manager, ManagerConfig};
+pub use sandbox::Sandbox;
+
+use crate::error::ApiError;
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub manager: ManagerConfig,
+    /// When set, every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer ...`.
+    pub token: Option<String>,
+    /// Largest request body accepted (bytes).
+    pub body_limit: usize,
+    /// Where `/api/v1/trends` reads rankings: a Redis URL and the key prefix of a `ranking`
+    /// layout sink. `None`: from the pipelines' results in the server.
+    pub trends_redis: Option<(String, String)>,
+}
+
+/// Shared by every handler.
+pub struct AppState {
+    pub manager: Arc<Manager>,
+    pub config: ApiConfig,
+    pub ready: AtomicBool,
+    redis: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+    /// Set when the server shuts down: open event streams end.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+pub type Shared = Arc<AppState>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "skystream",
+        description = "Submit, run and watch streaming SQL pipelines over the Bluesky firehose."
+    ),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The application: routes, the OpenAPI document, auth and limits.
+pub fn app(state: Shared) -> Router {
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::create_pipeline, handlers::list_pipelines))
+        .routes(routes!(handlers::get_pipeline, handlers::delete_pipeline))
+        .routes(routes!(handlers::stop_pipeline))
+        .routes(routes!(handlers::start_pipeline))
+        .routes(routes!(handlers::pipeline_output))
+        .routes(routes!(handlers::validate))
+        .routes(routes!(handlers::trends))
+        .routes(routes!(handlers::metrics))
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::readyz))
+        .split_for_parts();
+    if state.config.token.is_some() {
+        // Every operation but the health checks needs the token.
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if path == "/healthz" || path == "/readyz" {
+                continue;
+            }
+            for op in operations(item) {
+                op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+            }
+        }
+    }
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .with_state(state)
+}
+
+fn operations(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.patch.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Bearer-token check (constant time) for everything but the health endpoints.
+async fn auth(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.config.token else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        next.run(req).await
+    } else {
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer ...)",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+        r
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: Shared,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `addr`, loads the saved pipelines (resuming those that were running) and serves.
+    pub async fn start(
+        addr: &str,
+        config: ApiConfig,
+        registry: ConnectorRegistry,
+    ) -> std::io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let manager = Manager::new(config.manager.clone(), registry)?;
+        let state = Arc::new(AppState {
+            manager: manager.clone(),
+            config,
+            ready: AtomicBool::new(false),
+            redis: tokio::sync::OnceCell::new(),
+            closing: tokio::sync::watch::channel(false).0,
+        });
+        let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+        let app = app(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let loaded = manager.load().await?;
+        state.ready.store(true, Ordering::SeqCst);
+        tracing::info!(%addr, pipelines = loaded, "skystream API listening");
+        Ok(Server {
+            addr,
+            state,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops every pipeline with a last checkpoint (they resume at the next start), then the
+    /// server.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.state.ready.store(false, Ordering::SeqCst);
+        self.state.manager.shutdown().await;
+        self.state.closing.send_replace(true);
+        let _ = self.shutdown.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
