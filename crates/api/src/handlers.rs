@@ -171,23 +171,21 @@ pub async fn pipeline_output(
     let closing = s.closing.subscribe();
     let stream = futures::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
         use tokio::sync::broadcast::error::RecvError;
-        loop {
-            let msg = tokio::select! {
-                m = rx.recv() => m,
-                _ = closing.wait_for(|c| *c) => return None,
-            };
-            let ev = match msg {
-                Ok(batch) => Event::default()
-                    .event("rows")
-                    .json_data(batch.as_ref())
-                    .unwrap_or_else(|_| Event::default().event("error")),
-                Err(RecvError::Lagged(n)) => Event::default()
-                    .event("lagged")
-                    .data(format!("{{\"skipped_batches\":{n}}}")),
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Ok(ev), (rx, closing)));
-        }
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = closing.wait_for(|c| *c) => return None,
+        };
+        let ev = match msg {
+            Ok(batch) => Event::default()
+                .event("rows")
+                .json_data(batch.as_ref())
+                .unwrap_or_else(|_| Event::default().event("error")),
+            Err(RecvError::Lagged(n)) => Event::default()
+                .event("lagged")
+                .data(format!("{{\"skipped_batches\":{n}}}")),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(ev), (rx, closing)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

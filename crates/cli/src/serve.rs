@@ -61,7 +61,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             max_pipelines: args.max_pipelines,
             idle_timeout: Duration::from_secs_f64(args.idle_timeout),
             sandbox,
-            memory_limit: (args.memory_limit_mb > 0).then(|| args.memory_limit_mb << 20),
+            memory_limit: (args.memory_limit_mb > 0).then_some(args.memory_limit_mb << 20),
         },
         token: args.token.filter(|t| !t.is_empty()),
         body_limit: args.body_limit_kb << 10,
