@@ -37,6 +37,9 @@ use skystream_engine::{Error, Result};
 /// The connector.
 pub struct RedisConnector;
 
+/// Where the sink writes without a `url` option.
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
 #[derive(Debug, Clone)]
 enum Layout {
     Ranking {
@@ -62,9 +65,7 @@ struct Config {
 
 fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
     let mut o = table.options();
-    let url = o
-        .take("url")
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let url = o.take("url").unwrap_or_else(|| DEFAULT_URL.into());
     redis::Client::open(url.as_str())
         .map_err(|e| Error::plan(format!("table '{}': bad Redis url: {e}", table.name)))?;
     let prefix = o.take("key").unwrap_or_else(|| table.name.clone());
@@ -133,11 +134,7 @@ impl Connector for RedisConnector {
 
     fn resources(&self, table: &TableDef) -> Vec<Resource> {
         vec![Resource::Endpoint(
-            table
-                .options
-                .get("url")
-                .unwrap_or("redis://127.0.0.1:6379")
-                .to_string(),
+            table.options.get("url").unwrap_or(DEFAULT_URL).to_string(),
         )]
     }
 

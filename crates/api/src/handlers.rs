@@ -176,10 +176,7 @@ pub async fn pipeline_output(
             _ = closing.wait_for(|c| *c) => return None,
         };
         let ev = match msg {
-            Ok(batch) => Event::default()
-                .event("rows")
-                .json_data(batch.as_ref())
-                .unwrap_or_else(|_| Event::default().event("error")),
+            Ok(data) => Event::default().event("rows").data(data.as_str()),
             Err(RecvError::Lagged(n)) => Event::default()
                 .event("lagged")
                 .data(format!("{{\"skipped_batches\":{n}}}")),
@@ -312,6 +309,9 @@ pub async fn trends(
 
 type Ranked = (Option<i64>, Vec<(String, f64)>);
 
+/// How long `/trends` waits for Redis (connecting, then reading).
+const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+
 async fn redis_trends(
     s: &Shared,
     url: &str,
@@ -319,38 +319,51 @@ async fn redis_trends(
     window: Option<i64>,
     limit: u32,
 ) -> ApiResult<Ranked> {
-    let unavailable = |e: redis::RedisError| {
+    let unavailable = |e: &dyn std::fmt::Display| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Redis at {url}: {e}"),
         )
     };
-    let conn = s
-        .redis
-        .get_or_try_init(|| async {
-            let client = redis::Client::open(url)?;
-            tokio::time::timeout(
-                Duration::from_secs(3),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            .map_err(|_| {
-                redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connection timed out",
-                ))
-            })?
-        })
-        .await
-        .map_err(unavailable)?;
-    let mut c = conn.clone();
+    let cached = s.redis.lock().unwrap().clone();
+    let mut conn = match cached {
+        Some(c) => c,
+        None => {
+            let client = redis::Client::open(url).map_err(|e| unavailable(&e))?;
+            let c = tokio::time::timeout(REDIS_TIMEOUT, client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| unavailable(&"connection timed out"))?
+                .map_err(|e| unavailable(&e))?;
+            *s.redis.lock().unwrap() = Some(c.clone());
+            c
+        }
+    };
+    match tokio::time::timeout(REDIS_TIMEOUT, read_ranking(&mut conn, key, window, limit)).await {
+        Ok(Ok(r)) => Ok(r),
+        failed => {
+            // A broken connection is not reused: the next request connects again.
+            *s.redis.lock().unwrap() = None;
+            Err(match failed {
+                Ok(Err(e)) => unavailable(&e),
+                _ => unavailable(&"no answer"),
+            })
+        }
+    }
+}
+
+/// The window `window` (default: the `latest` pointer) of a `ranking` sink's sorted sets.
+async fn read_ranking(
+    c: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    window: Option<i64>,
+    limit: u32,
+) -> redis::RedisResult<Ranked> {
     let window = match window {
         Some(w) => Some(w),
         None => redis::cmd("GET")
             .arg(format!("{key}:latest"))
-            .query_async::<Option<String>>(&mut c)
-            .await
-            .map_err(unavailable)?
+            .query_async::<Option<String>>(c)
+            .await?
             .and_then(|v| v.parse().ok()),
     };
     let Some(w) = window else {
@@ -362,9 +375,8 @@ async fn redis_trends(
         .arg(limit as i64 - 1)
         .arg("REV")
         .arg("WITHSCORES")
-        .query_async(&mut c)
-        .await
-        .map_err(unavailable)?;
+        .query_async(c)
+        .await?;
     Ok((Some(w), members))
 }
 

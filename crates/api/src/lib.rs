@@ -50,7 +50,8 @@ pub struct AppState {
     pub manager: Arc<Manager>,
     pub config: ApiConfig,
     pub ready: AtomicBool,
-    redis: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+    /// The connection `/trends` reads Redis through (dropped after a failure).
+    redis: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// Set when the server shuts down: open event streams end.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -202,7 +203,7 @@ impl Server {
             manager: manager.clone(),
             config,
             ready: AtomicBool::new(false),
-            redis: tokio::sync::OnceCell::new(),
+            redis: std::sync::Mutex::new(None),
             closing: tokio::sync::watch::channel(false).0,
         });
         let (shutdown, mut rx) = tokio::sync::watch::channel(false);

@@ -13,7 +13,7 @@ use skystream_engine::checkpoint::CheckpointConfig;
 use skystream_engine::connector::ConnectorRegistry;
 use skystream_engine::metrics::{MetricsSnapshot, PipelineMetrics};
 use skystream_engine::objstore::StoreLocation;
-use skystream_engine::pipeline::{RunSummary, StopHandle};
+use skystream_engine::pipeline::{RunSummary, SinkSlot, StopHandle};
 use skystream_engine::time::now_ms;
 use skystream_sql::PlannedPipeline;
 use tokio::sync::watch;
@@ -227,6 +227,20 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(def: PipelineDef, state: PipelineState) -> Self {
+        Slot {
+            def,
+            state,
+            error: None,
+            started_ms: None,
+            outputs: Vec::new(),
+            metrics: Arc::default(),
+            tap: Arc::default(),
+            run: None,
+            generation: 0,
+        }
+    }
+
     fn view(&self) -> PipelineView {
         PipelineView {
             id: self.def.id.clone(),
@@ -341,20 +355,10 @@ impl Manager {
     }
 
     fn insert(&self, def: PipelineDef, state: PipelineState) {
-        self.slots.lock().unwrap().insert(
-            def.id.clone(),
-            Slot {
-                def,
-                state,
-                error: None,
-                started_ms: None,
-                outputs: Vec::new(),
-                metrics: Arc::default(),
-                tap: Arc::default(),
-                run: None,
-                generation: 0,
-            },
-        );
+        self.slots
+            .lock()
+            .unwrap()
+            .insert(def.id.clone(), Slot::new(def, state));
     }
 
     async fn plan(&self, query: &str) -> ApiResult<PlannedPipeline> {
@@ -449,7 +453,6 @@ impl Manager {
                 "checkpoint_interval: seconds between 0.1 and 86400",
             ));
         }
-        self.plan(&req.query).await?;
         let def = {
             let mut slots = self.slots.lock().unwrap();
             if slots.values().any(|s| s.def.name == req.name) {
@@ -465,9 +468,8 @@ impl Manager {
                 )));
             }
             let created_ms = now_ms();
-            let id = new_id(&req.name, created_ms);
             let def = PipelineDef {
-                id,
+                id: new_id(&req.name, created_ms),
                 name: req.name,
                 query: req.query,
                 checkpoint_interval: interval,
@@ -477,31 +479,30 @@ impl Manager {
             // Reserve the name and a place under the cap before the slow part.
             slots.insert(
                 def.id.clone(),
-                Slot {
-                    def: def.clone(),
-                    state: PipelineState::Starting,
-                    error: None,
-                    started_ms: None,
-                    outputs: Vec::new(),
-                    metrics: Arc::default(),
-                    tap: Arc::default(),
-                    run: None,
-                    generation: 0,
-                },
+                Slot::new(def.clone(), PipelineState::Starting),
             );
             def
         };
-        if let Err(e) = self.save(&def) {
-            self.slots.lock().unwrap().remove(&def.id);
-            return Err(e);
-        }
-        self.launch(&def.id, true).await?;
+        // A query that does not plan (or a definition that cannot be saved) leaves nothing.
+        let planned = match self.prepare(&def).await {
+            Ok(p) => self.save(&def).map(|()| p),
+            Err(e) => Err(e),
+        };
+        let planned = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                self.slots.lock().unwrap().remove(&def.id);
+                return Err(e);
+            }
+        };
+        self.spawn_run(&def.id, planned)?;
         self.get(&def.id)
     }
 
-    /// Starts a stopped (finished, failed) pipeline; it resumes from its last checkpoint.
+    /// Starts a stopped (finished, failed) pipeline; it resumes from its last checkpoint. If it
+    /// no longer plans (a connector's options became invalid), it is `failed` with the error.
     pub async fn start(self: &Arc<Self>, id: &str) -> ApiResult<PipelineView> {
-        {
+        let def = {
             let mut slots = self.slots.lock().unwrap();
             let slot = slots.get_mut(id).ok_or_else(|| ApiError::not_found(id))?;
             if matches!(
@@ -517,40 +518,45 @@ impl Manager {
             slot.error = None;
             slot.def.running = true;
             self.save(&slot.def)?;
+            slot.def.clone()
+        };
+        match self.prepare(&def).await {
+            Ok(planned) => self.spawn_run(id, planned)?,
+            Err(e) => self.set_failed(id, &e.body.error),
         }
-        self.launch(id, false).await?;
         self.get(id)
     }
 
-    /// Plans and spawns a run of pipeline `id` (in state `starting`). A failure to plan leaves
-    /// it `failed` with the error; for a new pipeline (`fresh`) it is also returned.
-    async fn launch(self: &Arc<Self>, id: &str, fresh: bool) -> ApiResult<()> {
-        let (query, interval, name) = {
-            let slots = self.slots.lock().unwrap();
-            let s = slots.get(id).ok_or_else(|| ApiError::not_found(id))?;
-            (
-                s.def.query.clone(),
-                s.def.checkpoint_interval,
-                s.def.name.clone(),
-            )
-        };
-        let planned = match self.prepare(&query, interval, &name, id).await {
-            Ok(p) => p,
-            Err(e) => {
-                self.set_failed(id, &e.body.error);
-                return if fresh { Err(e) } else { Ok(()) };
-            }
-        };
+    /// Plans a pipeline's query with its name, idle timeout and checkpoint location.
+    async fn prepare(&self, def: &PipelineDef) -> ApiResult<PlannedPipeline> {
+        let mut planned = self.plan(&def.query).await?;
+        let p = &mut planned.pipeline;
+        p.config.name = def.name.clone();
+        p.config.idle_timeout = self.cfg.idle_timeout;
+        let dir = self.checkpoint_dir(&def.id);
+        let loc = StoreLocation::open(&dir.to_string_lossy(), &Default::default())
+            .map_err(|e| ApiError::internal(format!("checkpoint directory: {e}")))?;
+        let mut c = CheckpointConfig::new(loc);
+        c.interval = Duration::from_secs_f64(def.checkpoint_interval);
+        p.checkpoint = Some(c);
+        Ok(planned)
+    }
+
+    /// Runs a planned pipeline `id` on its own task, its sinks tapped for the API.
+    fn spawn_run(self: &Arc<Self>, id: &str, planned: PlannedPipeline) -> ApiResult<()> {
         let PlannedPipeline {
             mut pipeline,
             outputs,
             ..
         } = planned;
         let tap: Arc<Tap> = Arc::default();
-        for slot in pipeline.sinks.iter_mut() {
-            let inner = std::mem::replace(&mut slot.sink, Box::new(NoSink));
-            slot.sink = Box::new(TapSink::new(slot.name.clone(), inner, tap.clone()));
-        }
+        pipeline.sinks = std::mem::take(&mut pipeline.sinks)
+            .into_iter()
+            .map(|s| SinkSlot {
+                sink: Box::new(TapSink::new(s.name.clone(), s.sink, tap.clone())),
+                name: s.name,
+            })
+            .collect();
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let (done_tx, done_rx) = watch::channel(false);
         {
@@ -577,27 +583,8 @@ impl Manager {
         Ok(())
     }
 
-    async fn prepare(
-        &self,
-        query: &str,
-        interval: f64,
-        name: &str,
-        id: &str,
-    ) -> ApiResult<PlannedPipeline> {
-        let mut planned = self.plan(query).await?;
-        let p = &mut planned.pipeline;
-        p.config.name = name.to_string();
-        p.config.idle_timeout = self.cfg.idle_timeout;
-        let dir = self.checkpoint_dir(id);
-        let loc = StoreLocation::open(&dir.to_string_lossy(), &Default::default())
-            .map_err(|e| ApiError::internal(format!("checkpoint directory: {e}")))?;
-        let mut c = CheckpointConfig::new(loc);
-        c.interval = Duration::from_secs_f64(interval);
-        p.checkpoint = Some(c);
-        Ok(planned)
-    }
-
     fn set_failed(&self, id: &str, error: &str) {
+        tracing::warn!(pipeline = %id, "cannot start: {error}");
         if let Some(s) = self.slots.lock().unwrap().get_mut(id) {
             s.state = PipelineState::Failed;
             s.error = Some(error.to_string());
@@ -718,16 +705,4 @@ fn new_id(name: &str, ms: i64) -> String {
     h.write_i64(ms);
     h.write_u64(N.fetch_add(1, Ordering::Relaxed));
     format!("p{:011x}", h.finish() >> 20)
-}
-
-/// A placeholder while a sink is moved into its tap.
-struct NoSink;
-
-impl skystream_engine::sink::Sink for NoSink {
-    fn write(
-        &mut self,
-        _batch: arrow::array::RecordBatch,
-    ) -> futures::future::BoxFuture<'_, skystream_engine::Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
 }

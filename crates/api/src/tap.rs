@@ -11,22 +11,12 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use serde::Serialize;
 use skystream_engine::Result;
 use skystream_engine::sink::{Sink, SinkStart, SinkStatus};
 use tokio::sync::broadcast;
 
 /// Windows of trend rows kept per pipeline.
 const KEEP_WINDOWS: usize = 60;
-
-/// One batch of result rows, as sent to `/output` subscribers.
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputBatch {
-    /// The sink table the rows were written to.
-    pub table: String,
-    /// The rows, one JSON object each.
-    pub rows: Vec<serde_json::Value>,
-}
 
 /// The ranked terms of one window.
 #[derive(Debug, Clone)]
@@ -38,7 +28,9 @@ pub struct TrendWindow {
 /// What the API taps from one pipeline.
 #[derive(Debug)]
 pub struct Tap {
-    tx: broadcast::Sender<Arc<OutputBatch>>,
+    /// Batches as `/output` event data: `{"table": ..., "rows": [{...}, ...]}`, rendered once
+    /// for every subscriber.
+    tx: broadcast::Sender<Arc<String>>,
     /// Window end (ms) -> ranked terms, newest windows only.
     trends: Mutex<BTreeMap<i64, TrendWindow>>,
 }
@@ -53,7 +45,7 @@ impl Default for Tap {
 }
 
 impl Tap {
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutputBatch>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<String>> {
         self.tx.subscribe()
     }
 
@@ -153,29 +145,25 @@ impl TapSink {
         if self.tap.tx.receiver_count() == 0 || batch.num_rows() == 0 {
             return;
         }
-        match rows_json(batch) {
-            Ok(rows) => {
-                let _ = self.tap.tx.send(Arc::new(OutputBatch {
-                    table: self.table.clone(),
-                    rows,
-                }));
+        match event_data(&self.table, batch) {
+            Ok(data) => {
+                let _ = self.tap.tx.send(Arc::new(data));
             }
             Err(e) => tracing::debug!(table = %self.table, "rows not shown: {e}"),
         }
     }
 }
 
-/// A batch's rows as JSON objects.
-pub fn rows_json(batch: &RecordBatch) -> Result<Vec<serde_json::Value>> {
+/// `{"table": ..., "rows": [...]}` with the rows as Arrow's JSON writer renders them.
+fn event_data(table: &str, batch: &RecordBatch) -> Result<String> {
     let mut w = arrow::json::ArrayWriter::new(Vec::new());
     w.write(batch)?;
     w.finish()?;
-    let buf = w.into_inner();
-    if buf.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&buf)
-        .map_err(|e| skystream_engine::Error::plan(format!("rows as JSON: {e}")))
+    let rows = String::from_utf8(w.into_inner())
+        .map_err(|e| skystream_engine::Error::plan(format!("rows as JSON: {e}")))?;
+    let table = serde_json::to_string(table)
+        .map_err(|e| skystream_engine::Error::plan(format!("rows as JSON: {e}")))?;
+    Ok(format!("{{\"table\":{table},\"rows\":{rows}}}"))
 }
 
 impl Sink for TapSink {
