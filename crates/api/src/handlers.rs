@@ -1,6 +1,7 @@
 //! The endpoints. Each is annotated for the OpenAPI document (`/api/v1/openapi.json`).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -151,14 +152,15 @@ pub async fn start_pipeline(
 
 /// Result rows as they are written, as Server-Sent Events: one `rows` event per batch, its data
 /// `{"table": ..., "rows": [{...}, ...]}`; a `lagged` event when the client fell behind and
-/// rows were skipped.
+/// rows were skipped. When the run ends (stopped, finished, failed), or if the pipeline is not
+/// running, an `end` event `{"state": ...}` closes the stream.
 #[utoipa::path(
     get,
     path = "/api/v1/pipelines/{id}/output",
     tag = "pipelines",
     params(("id" = String, Path, description = "Pipeline id")),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream: each event as described", content_type = "text/event-stream", body = OutputEvent),
         (status = 404, description = "No such pipeline", body = ErrorBody),
     )
 )]
@@ -166,25 +168,93 @@ pub async fn pipeline_output(
     State(s): State<Shared>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let tap = s.manager.tap(&path_id(id)?)?;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let id = path_id(id)?;
+    let tap = s.manager.tap(&id)?;
     let rx = tap.subscribe();
+    let ended = tap.watch_end();
+    drop(tap);
     let closing = s.closing.subscribe();
-    let stream = futures::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
-        use tokio::sync::broadcast::error::RecvError;
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = closing.wait_for(|c| *c) => return None,
-        };
-        let ev = match msg {
-            Ok(data) => Event::default().event("rows").data(data.as_str()),
-            Err(RecvError::Lagged(n)) => Event::default()
-                .event("lagged")
-                .data(format!("{{\"skipped_batches\":{n}}}")),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(ev), (rx, closing)))
-    });
+    enum Step {
+        Rows(Result<Arc<String>, RecvError>),
+        /// The run has ended: what is buffered, then `end`.
+        Drain,
+        Closed,
+    }
+    let rows = |data: Arc<String>| OutputEventKind::Rows.event().data(data.as_str());
+    let lagged = |n: u64| {
+        OutputEventKind::Lagged
+            .event()
+            .data(format!("{{\"skipped_batches\":{n}}}"))
+    };
+    let state = (rx, closing, ended, s.clone(), id, false);
+    let stream = futures::stream::unfold(
+        state,
+        move |(mut rx, mut closing, mut ended, s, id, done)| async move {
+            if done {
+                return None;
+            }
+            let step = if *ended.borrow() {
+                Step::Drain
+            } else {
+                tokio::select! {
+                    m = rx.recv() => Step::Rows(m),
+                    _ = closing.wait_for(|c| *c) => Step::Closed,
+                    // (A dropped tap, its pipeline deleted, has ended too.)
+                    _ = ended.wait_for(|e| *e) => Step::Drain,
+                }
+            };
+            let (ev, done) = match step {
+                Step::Closed | Step::Rows(Err(RecvError::Closed)) => return None,
+                Step::Rows(Ok(data)) => (rows(data), false),
+                Step::Rows(Err(RecvError::Lagged(n))) => (lagged(n), false),
+                Step::Drain => match rx.try_recv() {
+                    Ok(data) => (rows(data), false),
+                    Err(TryRecvError::Lagged(n)) => (lagged(n), false),
+                    Err(_) => {
+                        let state = match s.manager.get(&id) {
+                            Ok(v) => serde_json::to_string(&v.state).unwrap_or_default(),
+                            Err(_) => "\"deleted\"".into(),
+                        };
+                        let end = OutputEventKind::End
+                            .event()
+                            .data(format!("{{\"state\":{state}}}"));
+                        (end, true)
+                    }
+                },
+            };
+            Some((Ok(ev), (rx, closing, ended, s, id, done)))
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The kinds of `/output` events.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputEventKind {
+    Rows,
+    Lagged,
+    End,
+}
+
+impl OutputEventKind {
+    fn event(&self) -> Event {
+        Event::default().event(match self {
+            OutputEventKind::Rows => "rows",
+            OutputEventKind::Lagged => "lagged",
+            OutputEventKind::End => "end",
+        })
+    }
+}
+
+/// One Server-Sent Event of `/output`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputEvent {
+    pub event: OutputEventKind,
+    /// JSON: `{"table": ..., "rows": [{...}, ...]}` (rows), `{"skipped_batches": n}` (lagged),
+    /// `{"state": ...}` (end: the pipeline's state as the stream closes).
+    pub data: String,
 }
 
 /// A query to check.
@@ -220,6 +290,7 @@ pub async fn validate(
 #[into_params(parameter_in = Query)]
 pub struct TrendsQuery {
     /// How many terms (default 10, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The window, by its end: ms since the Unix epoch (default: the newest).
     pub window: Option<i64>,

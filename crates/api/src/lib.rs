@@ -107,6 +107,18 @@ pub fn app(state: Shared) -> Router {
                     "bearer",
                     Vec::<String>::new(),
                 )]);
+                op.responses.responses.insert(
+                    "401".into(),
+                    utoipa::openapi::ResponseBuilder::new()
+                        .description("Missing or wrong bearer token")
+                        .content(
+                            "application/json",
+                            utoipa::openapi::ContentBuilder::new()
+                                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .into(),
+                );
             }
         }
     }

@@ -115,6 +115,9 @@ pub struct MetricsView {
     pub late_rows: u64,
     pub windows_emitted: u64,
     pub open_panes: u64,
+    /// Memory held by the window operators' state (bytes); it counts against the server's
+    /// per-pipeline memory limit.
+    pub state_bytes: u64,
     pub records_read: u64,
     pub malformed: u64,
     pub filtered: u64,
@@ -169,6 +172,7 @@ impl From<MetricsSnapshot> for MetricsView {
             late_rows: m.late_rows,
             windows_emitted: m.windows_emitted,
             open_panes: m.open_panes,
+            state_bytes: m.state_bytes,
             records_read: m.records_read,
             malformed: m.malformed,
             filtered: m.filtered,
@@ -228,6 +232,12 @@ struct Slot {
 
 impl Slot {
     fn new(def: PipelineDef, state: PipelineState) -> Self {
+        // A slot starting now gets the tap of the run to come; any other has no run.
+        let tap = if state == PipelineState::Starting {
+            Tap::default()
+        } else {
+            Tap::ended()
+        };
         Slot {
             def,
             state,
@@ -235,9 +245,19 @@ impl Slot {
             started_ms: None,
             outputs: Vec::new(),
             metrics: Arc::default(),
-            tap: Arc::default(),
+            tap: Arc::new(tap),
             run: None,
             generation: 0,
+        }
+    }
+
+    /// The state shown: a run that has not yet restored its checkpoint and started its sinks
+    /// is still `starting`.
+    fn state(&self) -> PipelineState {
+        if self.state == PipelineState::Running && !self.metrics.started.load(Ordering::Relaxed) {
+            PipelineState::Starting
+        } else {
+            self.state
         }
     }
 
@@ -247,7 +267,7 @@ impl Slot {
             name: self.def.name.clone(),
             query: self.def.query.clone(),
             checkpoint_interval: self.def.checkpoint_interval,
-            state: self.state,
+            state: self.state(),
             error: self.error.clone(),
             created_ms: self.def.created_ms,
             started_ms: self.started_ms,
@@ -262,10 +282,12 @@ impl Slot {
 #[serde(deny_unknown_fields)]
 pub struct NewPipeline {
     /// Unique; letters, digits, `-` and `_` (it names the pipeline's lake files).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub name: String,
     /// The pipeline script (CREATE TABLE ... WITH (connector = ...), CREATE VIEW, INSERT INTO).
     pub query: String,
     /// Seconds between checkpoints (default 10).
+    #[schema(minimum = 0.1, maximum = 86400)]
     pub checkpoint_interval: Option<f64>,
 }
 
@@ -412,7 +434,7 @@ impl Manager {
             .values()
             .map(|s| {
                 (
-                    s.state != PipelineState::Running,
+                    s.state() != PipelineState::Running,
                     s.def.created_ms,
                     s.def.id.clone(),
                     s.tap.clone(),
@@ -433,7 +455,7 @@ impl Manager {
                 (
                     s.def.id.clone(),
                     s.def.name.clone(),
-                    s.state,
+                    s.state(),
                     s.metrics.snapshot(),
                 )
             })
@@ -514,10 +536,12 @@ impl Manager {
                     state_name(slot.state)
                 )));
             }
-            slot.state = PipelineState::Starting;
-            slot.error = None;
             slot.def.running = true;
             self.save(&slot.def)?;
+            slot.state = PipelineState::Starting;
+            slot.error = None;
+            // The output of the run to come.
+            slot.tap = Arc::default();
             slot.def.clone()
         };
         match self.prepare(&def).await {
@@ -549,7 +573,9 @@ impl Manager {
             outputs,
             ..
         } = planned;
-        let tap: Arc<Tap> = Arc::default();
+        let Some(tap) = self.slots.lock().unwrap().get(id).map(|s| s.tap.clone()) else {
+            return Err(ApiError::not_found(id));
+        };
         pipeline.sinks = std::mem::take(&mut pipeline.sinks)
             .into_iter()
             .map(|s| SinkSlot {
@@ -569,7 +595,6 @@ impl Manager {
             slot.started_ms = Some(now_ms());
             slot.outputs = outputs;
             slot.metrics = pipeline.metrics();
-            slot.tap = tap;
             slot.run = Some((pipeline.stop_handle(), done_rx));
             slot.generation = generation;
         }
@@ -589,6 +614,7 @@ impl Manager {
             s.state = PipelineState::Failed;
             s.error = Some(error.to_string());
             s.run = None;
+            s.tap.end();
         }
     }
 
@@ -617,6 +643,8 @@ impl Manager {
                 slot.error = Some(e.to_string());
             }
         }
+        // `/output` streams end, telling the state just set.
+        slot.tap.end();
     }
 
     /// Stops a running pipeline after its last checkpoint. `keep_running`: it resumes when the
@@ -659,8 +687,9 @@ impl Manager {
             Err(e) if e.status == axum::http::StatusCode::CONFLICT => {}
             Err(e) => return Err(e),
         }
-        if self.slots.lock().unwrap().remove(id).is_none() {
-            return Err(ApiError::not_found(id));
+        match self.slots.lock().unwrap().remove(id) {
+            Some(s) => s.tap.end(),
+            None => return Err(ApiError::not_found(id)),
         }
         let _ = std::fs::remove_file(self.def_path(id));
         let _ = std::fs::remove_dir_all(self.checkpoint_dir(id));

@@ -29,7 +29,7 @@ pub fn render(manager: &Manager) -> String {
         let _ = writeln!(out, "skystream_pipelines{{state=\"{name}\"}} {n}");
     }
     type Get = fn(&skystream_engine::metrics::MetricsSnapshot) -> Option<f64>;
-    let series: [(&str, &str, &str, Get); 12] = [
+    let series: [(&str, &str, &str, Get); 13] = [
         (
             "rows_in_total",
             "counter",
@@ -60,6 +60,12 @@ pub fn render(manager: &Manager) -> String {
         ("open_panes", "gauge", "Window panes held in memory.", |m| {
             Some(m.open_panes as f64)
         }),
+        (
+            "state_bytes",
+            "gauge",
+            "Memory held by window state (bytes).",
+            |m| Some(m.state_bytes as f64),
+        ),
         (
             "watermark_seconds",
             "gauge",

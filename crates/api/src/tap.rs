@@ -13,7 +13,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use skystream_engine::Result;
 use skystream_engine::sink::{Sink, SinkStart, SinkStatus};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Windows of trend rows kept per pipeline.
 const KEEP_WINDOWS: usize = 60;
@@ -25,12 +25,14 @@ pub struct TrendWindow {
     pub terms: Vec<(String, f64)>,
 }
 
-/// What the API taps from one pipeline.
+/// What the API taps from one run of a pipeline (from the moment it is asked to start).
 #[derive(Debug)]
 pub struct Tap {
     /// Batches as `/output` event data: `{"table": ..., "rows": [{...}, ...]}`, rendered once
     /// for every subscriber.
     tx: broadcast::Sender<Arc<String>>,
+    /// Set when the run has ended (or failed to start): no more rows will come.
+    ended: watch::Sender<bool>,
     /// Window end (ms) -> ranked terms, newest windows only.
     trends: Mutex<BTreeMap<i64, TrendWindow>>,
 }
@@ -39,14 +41,32 @@ impl Default for Tap {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(1024).0,
+            ended: watch::channel(false).0,
             trends: Mutex::default(),
         }
     }
 }
 
 impl Tap {
+    /// A tap of no run: it has ended already.
+    pub fn ended() -> Self {
+        let t = Self::default();
+        t.end();
+        t
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<String>> {
         self.tx.subscribe()
+    }
+
+    /// A flag that turns true when the run has ended.
+    pub fn watch_end(&self) -> watch::Receiver<bool> {
+        self.ended.subscribe()
+    }
+
+    /// The run has ended: `/output` streams end after the rows already sent.
+    pub fn end(&self) {
+        self.ended.send_replace(true);
     }
 
     /// The window ending at `window` (ms), or the newest one.

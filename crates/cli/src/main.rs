@@ -48,6 +48,9 @@ enum Command {
         /// Seconds without input after which a source stops holding windows back.
         #[arg(long, default_value_t = 5.0)]
         idle_timeout: f64,
+        /// Memory the pipeline's operators and window state may hold, in MiB (0: unlimited).
+        #[arg(long, default_value_t = 0)]
+        memory_limit_mb: usize,
         #[command(flatten)]
         checkpoint: CheckpointArgs,
     },
@@ -141,6 +144,7 @@ fn real_main() -> Result<()> {
             explain,
             progress,
             idle_timeout,
+            memory_limit_mb,
             checkpoint,
         } => {
             let sql = read_script(&file, &sets)?;
@@ -157,6 +161,7 @@ fn real_main() -> Result<()> {
                     explain,
                     progress,
                     idle_timeout,
+                    memory_limit: (memory_limit_mb > 0).then_some(memory_limit_mb << 20),
                     name,
                     checkpoint: checkpoint.checkpoint,
                     checkpoint_interval: checkpoint.checkpoint_interval,
@@ -203,6 +208,7 @@ fn real_main() -> Result<()> {
                     explain: false,
                     progress: 5.0,
                     idle_timeout: 5.0,
+                    memory_limit: None,
                     name: "demo".into(),
                     checkpoint: None,
                     checkpoint_interval: 10.0,
@@ -241,6 +247,7 @@ struct RunOptions {
     explain: bool,
     progress: f64,
     idle_timeout: f64,
+    memory_limit: Option<usize>,
     name: String,
     checkpoint: Option<String>,
     checkpoint_interval: f64,
@@ -251,6 +258,7 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
         explain,
         progress,
         idle_timeout,
+        memory_limit,
         name,
         checkpoint,
         checkpoint_interval,
@@ -261,7 +269,11 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         let reg = skystream_registry::registry();
-        let planned = match skystream_sql::plan_script(sql, &reg).await {
+        let opts = skystream_sql::PlanOptions {
+            memory_limit,
+            ..Default::default()
+        };
+        let planned = match skystream_sql::plan_script_with(sql, &reg, &opts).await {
             Ok(p) => p,
             Err(e) => bail!("{e}"),
         };
@@ -329,13 +341,14 @@ async fn report(metrics: Arc<PipelineMetrics>, every: Duration) {
         let now = metrics.snapshot();
         let dt = at.elapsed().as_secs_f64().max(1e-9);
         eprintln!(
-            "[progress] {:.0} events/s | watermark {} | windows {} | late {} | malformed {} | panes {}{}{}",
+            "[progress] {:.0} events/s | watermark {} | windows {} | late {} | malformed {} | panes {} ({:.1} MiB){}{}",
             (now.rows_in - last.rows_in) as f64 / dt,
             now.watermark.map(format_ns).unwrap_or_else(|| "-".into()),
             now.windows_emitted,
             now.late_rows,
             now.malformed,
             now.open_panes,
+            now.state_bytes as f64 / (1 << 20) as f64,
             now.lag.map(|l| format!(" | lag {l}")).unwrap_or_default(),
             progress_extras(&now),
         );

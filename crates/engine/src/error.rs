@@ -9,6 +9,9 @@ pub enum Error {
     /// A connector failed at run time (I/O, a service that is down, ...).
     #[error("{connector}: {message}")]
     Connector { connector: String, message: String },
+    /// An operator's state outgrew the pipeline's memory limit.
+    #[error("out of memory: {0}")]
+    MemoryLimit(String),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]

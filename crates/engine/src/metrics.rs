@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::sink::SinkStatus;
 use crate::source::SourceCounters;
@@ -22,6 +22,10 @@ pub struct PipelineMetrics {
     pub watermark: AtomicI64,
     /// Window panes held in memory.
     pub open_panes: AtomicU64,
+    /// Memory held by the window operators' state (bytes).
+    pub state_bytes: AtomicU64,
+    /// The run has restored its checkpoint, started its sinks and is reading its sources.
+    pub started: AtomicBool,
     pub sources: Mutex<Vec<(String, Arc<SourceCounters>)>>,
     pub sinks: Mutex<Vec<(String, Arc<SinkStatus>)>>,
     /// Checkpoints stored, and attempts that failed (the previous checkpoint stays in force).
@@ -83,6 +87,8 @@ impl Default for PipelineMetrics {
             rows_out: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             open_panes: AtomicU64::new(0),
+            state_bytes: AtomicU64::new(0),
+            started: AtomicBool::new(false),
             sources: Mutex::new(Vec::new()),
             sinks: Mutex::new(Vec::new()),
             checkpoints: AtomicU64::new(0),
@@ -106,6 +112,10 @@ pub struct MetricsSnapshot {
     pub rows_out: u64,
     pub watermark: Option<i64>,
     pub open_panes: u64,
+    /// Memory held by the window operators' state (bytes).
+    pub state_bytes: u64,
+    /// See [`PipelineMetrics::started`].
+    pub started: bool,
     pub records_read: u64,
     pub malformed: u64,
     pub filtered: u64,
@@ -144,6 +154,8 @@ impl PipelineMetrics {
             rows_out: self.rows_out.load(Ordering::Relaxed),
             watermark: (wm != i64::MIN && wm != i64::MAX).then_some(wm),
             open_panes: self.open_panes.load(Ordering::Relaxed),
+            state_bytes: self.state_bytes.load(Ordering::Relaxed),
+            started: self.started.load(Ordering::Relaxed),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             checkpoint_failures: self.checkpoint_failures.load(Ordering::Relaxed),
             last_checkpoint: match self.last_checkpoint_epoch.load(Ordering::Relaxed) {

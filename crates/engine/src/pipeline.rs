@@ -218,15 +218,17 @@ impl Flow {
         Ok(())
     }
 
-    fn window_stats(&self) -> (u64, u64, u64) {
-        self.stages.iter().fold((0, 0, 0), |acc, s| match s {
+    /// Windows emitted, late rows, open panes and state bytes of the flow's window operators.
+    fn window_stats(&self) -> [u64; 4] {
+        self.stages.iter().fold([0; 4], |acc, s| match s {
             Stage::Window(w) => {
                 let st = w.stats();
-                (
-                    acc.0 + st.windows_emitted,
-                    acc.1 + st.late_rows,
-                    acc.2 + st.open_panes as u64,
-                )
+                [
+                    acc[0] + st.windows_emitted,
+                    acc[1] + st.late_rows,
+                    acc[2] + st.open_panes as u64,
+                    acc[3] + st.memory_bytes as u64,
+                ]
             }
             Stage::Plan { .. } => acc,
         })
@@ -291,10 +293,19 @@ pub struct RunSummary {
 impl Pipeline {
     pub fn new(
         sources: Vec<SourceSlot>,
-        flows: Vec<Flow>,
+        mut flows: Vec<Flow>,
         sinks: Vec<SinkSlot>,
         task_ctx: Arc<TaskContext>,
     ) -> Self {
+        // Window state counts against the session's memory pool, beside DataFusion's operators.
+        let pool = task_ctx.memory_pool();
+        for f in &mut flows {
+            for (i, stage) in f.stages.iter_mut().enumerate() {
+                if let Stage::Window(w) = stage {
+                    w.track_memory(pool, format!("operator {i}:window of flow '{}'", f.name));
+                }
+            }
+        }
         Self {
             sources,
             flows,
@@ -430,6 +441,7 @@ impl Pipeline {
             }));
         }
         drop(tx);
+        metrics.started.store(true, Ordering::Relaxed);
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ck_every = ck.as_ref().map(|c| c.interval).unwrap_or(Duration::MAX);
@@ -485,10 +497,14 @@ impl Pipeline {
                 }
                 advance_all(&mut flows, &mut sinks, &mut trackers, &task_ctx, &metrics).await?;
                 let late: u64 = trackers.iter().map(|t| t.late_rows).sum();
-                let (windows, wlate, panes) = flows.iter().map(Flow::window_stats).fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+                let [windows, wlate, panes, state_bytes] = flows
+                    .iter()
+                    .map(Flow::window_stats)
+                    .fold([0; 4], |a, b| std::array::from_fn(|i| a[i] + b[i]));
                 metrics.late_rows.store(late + wlate, Ordering::Relaxed);
                 metrics.windows_emitted.store(windows, Ordering::Relaxed);
                 metrics.open_panes.store(panes, Ordering::Relaxed);
+                metrics.state_bytes.store(state_bytes, Ordering::Relaxed);
                 if !trackers.is_empty() && trackers.iter().all(|t| t.ended()) {
                     return Ok(true);
                 }

@@ -19,6 +19,9 @@ use arrow::array::{
 use arrow::compute::{SortOptions, cast, filter_record_batch, interleave, sort_to_indices, take};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Literal;
@@ -78,6 +81,10 @@ impl WindowSpec {
 
 fn fmt_ns(ns: i64) -> String {
     format!("{}s", ns as f64 / 1e9)
+}
+
+fn fmt_bytes(b: usize) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
 
 /// A fixed interval literal in nanoseconds (months are rejected: their length varies).
@@ -189,6 +196,8 @@ struct KeyDict {
     loc: Vec<(u32, u32)>,
     /// Rows of a batch holding the first occurrence of a new key (scratch).
     new_rows: Vec<u32>,
+    /// Memory of `chunks`.
+    chunk_bytes: usize,
 }
 
 impl KeyDict {
@@ -199,11 +208,20 @@ impl KeyDict {
             chunks: Vec::new(),
             loc: Vec::new(),
             new_rows: Vec::new(),
+            chunk_bytes: 0,
         })
     }
 
     fn len(&self) -> usize {
         self.loc.len()
+    }
+
+    /// Memory held: the hash table, the key values and the id locations.
+    fn bytes(&self) -> usize {
+        self.values.size()
+            + self.chunk_bytes
+            + self.loc.capacity() * size_of::<(u32, u32)>()
+            + self.new_rows.capacity() * size_of::<u32>()
     }
 
     /// The id of each row's key in `ids`; keys not seen before get new ids.
@@ -238,6 +256,7 @@ impl KeyDict {
         let ci = self.chunks.len() as u32;
         self.loc
             .extend((0..(after - before) as u32).map(|r| (ci, r)));
+        self.chunk_bytes += arrays_bytes(&chunk);
         self.chunks.push(chunk);
         Ok(())
     }
@@ -291,6 +310,7 @@ impl KeyDict {
         }
         self.values = values;
         self.loc = (0..live.len() as u32).map(|r| (0, r)).collect();
+        self.chunk_bytes = arrays_bytes(&keys);
         self.chunks = if live.is_empty() {
             Vec::new()
         } else {
@@ -308,14 +328,42 @@ enum Pane {
         gids: Vec<u32>,
         accs: Vec<Box<dyn GroupsAccumulator>>,
     },
-    /// Complete (the watermark passed its end): the accumulators' intermediate state.
+    /// Complete (the watermark passed its end): the accumulators' intermediate state, and
+    /// the memory it holds.
     Frozen {
         gids: Vec<u32>,
         states: Vec<Vec<ArrayRef>>,
+        bytes: usize,
     },
 }
 
+/// Memory held by arrays (buffers shared between them counted once per array).
+fn arrays_bytes(arrays: &[ArrayRef]) -> usize {
+    arrays.iter().map(|a| a.get_array_memory_size()).sum()
+}
+
 impl Pane {
+    fn frozen(gids: Vec<u32>, states: Vec<Vec<ArrayRef>>) -> Self {
+        let bytes = states.iter().map(|s| arrays_bytes(s)).sum();
+        Pane::Frozen {
+            gids,
+            states,
+            bytes,
+        }
+    }
+
+    /// Memory held by the pane's state.
+    fn bytes(&self) -> usize {
+        match self {
+            Pane::Open { local, gids, accs } => {
+                local.capacity() * (size_of::<(u32, u32)>() + 1)
+                    + gids.capacity() * size_of::<u32>()
+                    + accs.iter().map(|a| a.size()).sum::<usize>()
+            }
+            Pane::Frozen { gids, bytes, .. } => gids.capacity() * size_of::<u32>() + bytes,
+        }
+    }
+
     fn gids(&self) -> &[u32] {
         match self {
             Pane::Open { gids, .. } | Pane::Frozen { gids, .. } => gids,
@@ -349,6 +397,8 @@ pub struct WindowStats {
     pub open_panes: usize,
     /// Distinct group keys held for the open windows.
     pub keys: usize,
+    /// Memory held by the operator's state (keys, panes, scratch space), in bytes.
+    pub memory_bytes: usize,
 }
 
 /// A streaming `GROUP BY key..., hop(...)` operator (see the module docs).
@@ -375,6 +425,9 @@ pub struct WindowAggregate {
     /// Dictionary id -> group of the window being merged (`u32::MAX`: not in it).
     window_map: Vec<u32>,
     emit_limit: Option<EmitLimit>,
+    /// The state's share of a memory pool (see [`WindowAggregate::track_memory`]), and the
+    /// pool's limit if it is known.
+    memory: Option<(MemoryReservation, Option<usize>)>,
 }
 
 impl std::fmt::Debug for WindowAggregate {
@@ -461,6 +514,49 @@ impl WindowAggregate {
             local_ids: Vec::new(),
             window_map: Vec::new(),
             emit_limit: None,
+            memory: None,
+        })
+    }
+
+    /// Charges the operator's state to `pool` (as consumer `name`): once the state would grow
+    /// past what the pool has left, the operator fails with [`Error::MemoryLimit`].
+    pub fn track_memory(&mut self, pool: &Arc<dyn MemoryPool>, name: impl Into<String>) {
+        let limit = match pool.memory_limit() {
+            MemoryLimit::Finite(l) => Some(l),
+            MemoryLimit::Infinite | MemoryLimit::Unknown => None,
+        };
+        self.memory = Some((MemoryConsumer::new(name).register(pool), limit));
+    }
+
+    /// Memory held by the state: the key dictionary, every pane and the scratch space.
+    fn state_bytes(&self) -> usize {
+        self.dict.bytes()
+            + self.panes.values().map(Pane::bytes).sum::<usize>()
+            + (self.ids.capacity() + self.local_ids.capacity()) * size_of::<usize>()
+            + self.window_map.capacity() * size_of::<u32>()
+    }
+
+    /// Brings the reservation (and the statistic) in line with the state's size.
+    fn account(&mut self) -> Result<()> {
+        let bytes = self.state_bytes();
+        self.stats.memory_bytes = bytes;
+        let Some((r, limit)) = &self.memory else {
+            return Ok(());
+        };
+        r.try_resize(bytes).map_err(|e| {
+            let limit = match limit {
+                Some(l) => format!(" of {}", fmt_bytes(*l)),
+                None => String::new(),
+            };
+            Error::MemoryLimit(format!(
+                "{}: its state ({} group keys in {} panes) needs {}, over the pipeline's \
+                 memory limit{limit}; narrow the window, group by fewer keys or raise the \
+                 limit ({e})",
+                r.consumer().name(),
+                self.dict.len(),
+                self.panes.len(),
+                fmt_bytes(bytes),
+            ))
         })
     }
 
@@ -559,7 +655,8 @@ impl WindowAggregate {
             .collect::<Result<_>>()?;
         let result = self.route(ts.values(), &ids, &args, &filters);
         self.ids = ids;
-        result
+        result?;
+        self.account()
     }
 
     /// Sends rows to their panes: contiguous runs of one pane as zero-copy slices (input in
@@ -681,6 +778,7 @@ impl WindowAggregate {
         self.watermark = watermark;
         let slide = self.spec.slide_ns;
         let n = self.spec.panes_per_window();
+        let panes_before = self.panes.len();
         // Freeze every pane that can no longer change.
         let mut out = Vec::new();
         if n > 1 {
@@ -694,10 +792,7 @@ impl WindowAggregate {
                         .iter_mut()
                         .map(|a| a.state(EmitTo::All))
                         .collect::<Result<Vec<_>, _>>()?;
-                    *pane = Pane::Frozen {
-                        gids: std::mem::take(gids),
-                        states,
-                    };
+                    *pane = Pane::frozen(std::mem::take(gids), states);
                 }
             }
         }
@@ -728,12 +823,13 @@ impl WindowAggregate {
         // Free panes whose last window has been emitted.
         let width = self.spec.width_ns;
         let through = self.emitted_through;
-        let before = self.panes.len();
         self.panes
             .retain(|&p, _| p.saturating_mul(slide).saturating_add(width) > through);
-        if self.panes.len() < before {
+        // (A tumbling window's pane is taken out as it is emitted, above.)
+        if self.panes.len() < panes_before {
             self.maybe_compact()?;
         }
+        self.account()?;
         Ok(out)
     }
 
@@ -794,6 +890,7 @@ impl WindowAggregate {
                 let Pane::Frozen {
                     gids: pane_gids,
                     states,
+                    ..
                 } = pane
                 else {
                     return Err(Error::plan("internal: merging an open pane"));
@@ -1000,7 +1097,7 @@ impl WindowAggregate {
         let mut fresh = fresh.into_iter();
         for (&p, pane) in self.panes.iter_mut() {
             let (gids, states, open) = match pane {
-                Pane::Frozen { gids, states } => (gids.clone(), states.clone(), false),
+                Pane::Frozen { gids, states, .. } => (gids.clone(), states.clone(), false),
                 Pane::Open { gids, accs, .. } => {
                     // Taking the state empties the accumulators: merge it back into new ones.
                     let states = accs
@@ -1107,7 +1204,7 @@ impl WindowAggregate {
                     .collect();
                 Pane::Open { local, gids, accs }
             } else {
-                Pane::Frozen { gids, states }
+                Pane::frozen(gids, states)
             };
             panes.insert(p, pane);
         }
@@ -1117,6 +1214,6 @@ impl WindowAggregate {
         self.emitted_through = cp.emitted_through;
         self.watermark = cp.watermark;
         self.window_map.clear();
-        Ok(())
+        self.account()
     }
 }
