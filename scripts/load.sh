@@ -29,7 +29,8 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 SKYSTREAM_SERVICES=redis . scripts/services.sh
 
-cargo build --release --locked --bin skystream >&2
+# The same build as scripts/test.sh (workspace features, so DataFusion is not built twice).
+cargo build --release --workspace --bins --locked >&2
 bin="${CARGO_TARGET_DIR:-target}/release/skystream"
 
 port=$((20000 + RANDOM % 20000))
