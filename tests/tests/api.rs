@@ -73,6 +73,23 @@ async fn get(c: &reqwest::Client, url: &str) -> (StatusCode, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Submits a pipeline (it must be accepted); returns its id.
+async fn create(c: &reqwest::Client, base: &str, name: &str, query: &str) -> String {
+    let (st, p) = post(
+        c,
+        &format!("{base}/api/v1/pipelines"),
+        json!({ "name": name, "query": query }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    p["id"].as_str().unwrap().to_string()
+}
+
+/// A body as text (Prometheus metrics, an event stream that ends).
+async fn get_text(c: &reqwest::Client, url: &str) -> String {
+    c.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// Polls pipeline `id` until `ok` holds (or panics after 20 s).
 async fn wait_for(c: &reqwest::Client, base: &str, id: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let until = Instant::now() + Duration::from_secs(20);
@@ -192,14 +209,7 @@ async fn a_pipeline_over_http_from_submit_to_delete() {
     let w = t["window_end_ms"].as_i64().unwrap();
     let (_, same) = get(&c, &format!("{api}/trends?limit=3&window={w}")).await;
     assert_eq!(same["window_end_ms"], w);
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&c, &format!("{base}/metrics")).await;
     assert!(metrics.contains("skystream_pipelines{state=\"running\"} 1"));
     assert!(metrics.contains(&format!(
         "skystream_pipeline_rows_in_total{{id=\"{id}\",name=\"counts\"}}"
@@ -228,14 +238,7 @@ async fn a_pipeline_over_http_from_submit_to_delete() {
         rest.get(rest.len().saturating_sub(300)..).unwrap_or(&rest)
     );
     // The output of a pipeline that is not running is an `end` event, and the stream closes.
-    let text = c
-        .get(format!("{api}/pipelines/{id}/output"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&c, &format!("{api}/pipelines/{id}/output")).await;
     assert_eq!(
         text.trim(),
         "event: end\ndata: {\"state\":\"stopped\"}",
@@ -567,13 +570,7 @@ async fn pipelines_resume_after_a_server_restart() {
     assert_eq!(st, StatusCode::CREATED, "{p}");
     let id = p["id"].as_str().unwrap().to_string();
     // A second one, stopped: it stays stopped.
-    let (_, q) = post(
-        &c,
-        &format!("{base}/api/v1/pipelines"),
-        json!({ "name": "resting", "query": counts_to_stdout() }),
-    )
-    .await;
-    let resting = q["id"].as_str().unwrap().to_string();
+    let resting = create(&c, &base, "resting", &counts_to_stdout()).await;
     post(
         &c,
         &format!("{base}/api/v1/pipelines/{resting}/stop"),
@@ -629,13 +626,7 @@ async fn trends_are_read_from_redis_when_configured() {
         ),
         COUNTS,
     );
-    let (st, p) = post(
-        &c,
-        &format!("{base}/api/v1/pipelines"),
-        json!({"name": "ranked", "query": q}),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{p}");
+    create(&c, &base, "ranked", &q).await;
     let until = Instant::now() + Duration::from_secs(20);
     let t = loop {
         let (_, t) = get(&c, &format!("{base}/api/v1/trends?limit=5")).await;
@@ -689,14 +680,7 @@ async fn a_query_over_its_memory_limit_fails_alone() {
     let (server, base) = start(cfg).await;
     let c = reqwest::Client::new();
     let api = format!("{base}/api/v1");
-    let (st, light) = post(
-        &c,
-        &format!("{api}/pipelines"),
-        json!({ "name": "light", "query": counts_to_stdout() }),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{light}");
-    let light = light["id"].as_str().unwrap().to_string();
+    let light = create(&c, &base, "light", &counts_to_stdout()).await;
     // Every post its own group in one day-long window: the state grows with every post.
     let heavy_query =
         "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '1' SECOND)
@@ -705,14 +689,7 @@ async fn a_query_over_its_memory_limit_fails_alone() {
          CREATE TABLE out WITH (connector = 'stdout', format = 'json');
          INSERT INTO out SELECT uri, text, count(*) AS n, tumble(INTERVAL '1' DAY) AS win
          FROM posts GROUP BY uri, text, win";
-    let (st, heavy) = post(
-        &c,
-        &format!("{api}/pipelines"),
-        json!({ "name": "heavy", "query": heavy_query }),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{heavy}");
-    let heavy = heavy["id"].as_str().unwrap().to_string();
+    let heavy = create(&c, &base, "heavy", heavy_query).await;
 
     let v = wait_for(&c, &base, &heavy, |v| {
         v["state"] != "running" && v["state"] != "starting"
@@ -739,14 +716,7 @@ async fn a_query_over_its_memory_limit_fails_alone() {
     assert!(bytes > 0 && bytes < 16 << 20, "{bytes}");
     let (st, _) = get(&c, &format!("{base}/healthz")).await;
     assert_eq!(st, StatusCode::OK);
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&c, &format!("{base}/metrics")).await;
     assert!(
         metrics.contains("skystream_pipelines{state=\"failed\"} 1"),
         "{metrics}"
