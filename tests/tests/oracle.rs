@@ -459,3 +459,123 @@ async fn recorded_jetstream_events() {
     .await;
     assert_same(&s, &b);
 }
+
+/// Batch CTEs `r5` (each on-time post once per 5-minute window sliding by 1 minute) and `r15`
+/// (the same for 15-minute windows), with the window end `we`.
+const HOP_1M_5M_AND_15M: &str = "WITH r5 AS (
+    SELECT posts.*, to_timestamp_nanos((CAST(event_time AS BIGINT) / 60000000000 - k) * 60000000000 + 300000000000) AS we
+    FROM posts CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS ks(k) WHERE NOT late),
+  r15 AS (
+    SELECT posts.*, to_timestamp_nanos((CAST(event_time AS BIGINT) / 60000000000 - k) * 60000000000 + 900000000000) AS we
+    FROM posts CROSS JOIN (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14)) AS ks(k)
+    WHERE NOT late)";
+
+/// Two windowed aggregates of different widths, sliding alike, joined per window end on their
+/// key: a recent count beside the count of a longer window (the shape of a trend baseline).
+#[tokio::test]
+async fn join_of_two_windows_on_key_and_window_end() {
+    check(
+        "join_windows",
+        standard_config(),
+        "CREATE VIEW kw AS SELECT did, unnest(keywords(text)) AS keyword, event_time FROM posts;
+         CREATE VIEW r AS SELECT keyword, count(*) AS n, count(DISTINCT did) AS a,
+             hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win FROM kw GROUP BY keyword, win;
+         CREATE VIEW l AS SELECT keyword, count(*) AS n,
+             hop(INTERVAL '1' MINUTE, INTERVAL '15' MINUTE) AS win FROM kw GROUP BY keyword, win;
+         INSERT INTO out SELECT r.win['end'] AS we, r.keyword, r.n, r.a, l.n - r.n AS before
+         FROM r JOIN l ON r.keyword = l.keyword AND r.win['end'] = l.win['end']",
+        &format!(
+            "{HOP_1M_5M_AND_15M},
+             r AS (SELECT we, keyword, count(*) AS n, count(DISTINCT did) AS a
+                   FROM (SELECT we, did, unnest(keywords(text)) AS keyword FROM r5) GROUP BY we, keyword),
+             l AS (SELECT we, keyword, count(*) AS n
+                   FROM (SELECT we, unnest(keywords(text)) AS keyword FROM r15) GROUP BY we, keyword)
+             SELECT r.we, r.keyword, r.n, r.a, l.n - r.n FROM r JOIN l ON r.keyword = l.keyword AND r.we = l.we"
+        ),
+    )
+    .await;
+}
+
+/// Four windowed aggregates over two heads (keywords, and posts per language), outer-joined
+/// per window end; totals per window with window functions over the joined rows, a score, and
+/// the top 5 per window and language: the shape of the shipped trend query.
+#[tokio::test]
+async fn left_joins_totals_and_top_n_over_four_windows() {
+    let cfg = GeneratorConfig {
+        bursts: vec![
+            Burst::parse("eclipse:10m:10m:8").unwrap(),
+            Burst::parse("地震:15m:10m:6:ja").unwrap(),
+        ],
+        ..standard_config()
+    };
+    check(
+        "join_four",
+        cfg,
+        "CREATE VIEW p AS SELECT did, coalesce(langs[1], 'und') AS lang, text, event_time FROM posts;
+         CREATE VIEW kw AS SELECT did, lang, unnest(keywords(text)) AS keyword, event_time FROM p;
+         CREATE VIEW r AS SELECT lang, keyword, count(*) AS n, count(DISTINCT did) AS a,
+             hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win FROM kw GROUP BY lang, keyword, win;
+         CREATE VIEW l AS SELECT lang, keyword, count(*) AS n,
+             hop(INTERVAL '1' MINUTE, INTERVAL '15' MINUTE) AS win FROM kw GROUP BY lang, keyword, win;
+         CREATE VIEW rp AS SELECT lang, count(*) AS posts,
+             hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win FROM p GROUP BY lang, win;
+         CREATE VIEW lp AS SELECT lang, count(*) AS posts,
+             hop(INTERVAL '1' MINUTE, INTERVAL '15' MINUTE) AS win FROM p GROUP BY lang, win;
+         CREATE VIEW j AS
+         SELECT l.win['end'] AS we, l.lang, l.keyword, coalesce(r.n, 0) AS n, coalesce(r.a, 0) AS a,
+                l.n - coalesce(r.n, 0) AS b, rp.posts AS rposts, lp.posts - coalesce(rp.posts, 0) AS bposts,
+                sum(coalesce(r.n, 0)) OVER (PARTITION BY l.win['end'], l.lang) AS rtotal
+         FROM l LEFT JOIN r ON l.lang = r.lang AND l.keyword = r.keyword AND l.win['end'] = r.win['end']
+                JOIN lp ON l.lang = lp.lang AND l.win['end'] = lp.win['end']
+                LEFT JOIN rp ON l.lang = rp.lang AND l.win['end'] = rp.win['end'];
+         INSERT INTO out SELECT we, lang, keyword, n, a, b, rposts, bposts, rtotal, score, rank FROM (
+             SELECT *, ROW_NUMBER() OVER (PARTITION BY we, lang ORDER BY score DESC, keyword) AS rank
+             FROM (SELECT *, (n - (b + 1.0) * rposts / bposts) / sqrt((b + 1.0) * rposts / bposts + 4.0) AS score
+                   FROM j WHERE n >= 3 AND bposts > 0))
+         WHERE rank <= 5",
+        &format!(
+            "{HOP_1M_5M_AND_15M},
+             r AS (SELECT we, coalesce(langs[1], 'und') AS lang, keyword, count(*) AS n, count(DISTINCT did) AS a
+                   FROM (SELECT we, did, langs, unnest(keywords(text)) AS keyword FROM r5) GROUP BY we, lang, keyword),
+             l AS (SELECT we, coalesce(langs[1], 'und') AS lang, keyword, count(*) AS n
+                   FROM (SELECT we, langs, unnest(keywords(text)) AS keyword FROM r15) GROUP BY we, lang, keyword),
+             rp AS (SELECT we, coalesce(langs[1], 'und') AS lang, count(*) AS posts FROM r5 GROUP BY we, lang),
+             lp AS (SELECT we, coalesce(langs[1], 'und') AS lang, count(*) AS posts FROM r15 GROUP BY we, lang),
+             j AS (SELECT l.we, l.lang, l.keyword, coalesce(r.n, 0) AS n, coalesce(r.a, 0) AS a,
+                          l.n - coalesce(r.n, 0) AS b, rp.posts AS rposts, lp.posts - coalesce(rp.posts, 0) AS bposts,
+                          sum(coalesce(r.n, 0)) OVER (PARTITION BY l.we, l.lang) AS rtotal
+                   FROM l LEFT JOIN r ON l.lang = r.lang AND l.keyword = r.keyword AND l.we = r.we
+                          JOIN lp ON l.lang = lp.lang AND l.we = lp.we
+                          LEFT JOIN rp ON l.lang = rp.lang AND l.we = rp.we)
+             SELECT we, lang, keyword, n, a, b, rposts, bposts, rtotal, score, rank FROM (
+                 SELECT *, ROW_NUMBER() OVER (PARTITION BY we, lang ORDER BY score DESC, keyword) AS rank
+                 FROM (SELECT *, (n - (b + 1.0) * rposts / bposts) / sqrt((b + 1.0) * rposts / bposts + 4.0) AS score
+                       FROM j WHERE n >= 3 AND bposts > 0))
+             WHERE rank <= 5"
+        ),
+    )
+    .await;
+}
+
+/// Windowed results of two aggregates, one output: UNION ALL per window end.
+#[tokio::test]
+async fn union_all_of_windowed_keyword_and_hashtag_counts() {
+    check(
+        "union_windows",
+        standard_config(),
+        "INSERT INTO out
+         SELECT win['end'] AS we, 'keyword' AS kind, term, n FROM (
+             SELECT keyword AS term, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
+             FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts) GROUP BY keyword, win)
+         UNION ALL
+         SELECT win['end'] AS we, 'hashtag' AS kind, term, n FROM (
+             SELECT tag AS term, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
+             FROM (SELECT unnest(hashtags) AS tag, event_time FROM posts) GROUP BY tag, win)",
+        &format!(
+            "{TUMBLE_1M} SELECT we, 'keyword', keyword, count(*) FROM (SELECT we, unnest(keywords(text)) AS keyword FROM p) GROUP BY we, keyword
+             UNION ALL
+             SELECT we, 'hashtag', tag, count(*) FROM (SELECT we, unnest(hashtags) AS tag FROM p) GROUP BY we, tag"
+        ),
+    )
+    .await;
+}

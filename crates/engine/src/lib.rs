@@ -1,10 +1,10 @@
 //! The skystream streaming runtime.
 //!
-//! A pipeline is a set of [`source::Source`]s, a set of [`sink::Sink`]s and one [`pipeline::Flow`]
-//! per `INSERT INTO`. A flow is a chain of [`pipeline::Stage`]s: DataFusion physical plans run on
-//! each batch (projection, filter, UNNEST, scalar functions, and after a window the per-window
-//! SQL such as HAVING and ROW_NUMBER top-N), and [`window::WindowAggregate`]s, which keep per-slide
-//! panes of DataFusion accumulator state and emit a window when the watermark passes its end.
+//! A pipeline is a set of [`source::Source`]s, a set of [`sink::Sink`]s and one [`flow::Flow`]
+//! per `INSERT INTO`. A flow runs DataFusion physical plans on each source batch (projection,
+//! filter, UNNEST, scalar functions), feeds [`window::WindowAggregate`]s, which keep per-slide
+//! panes of DataFusion accumulator state and emit a window when the watermark passes its end,
+//! and runs the per-window SQL after them (HAVING, ROW_NUMBER top-N, joins of windowed results).
 //!
 //! The engine knows nothing of SQL text or of any particular connector: the planner
 //! (`skystream-sql`) builds the flows, connectors implement [`connector::Connector`].
@@ -14,6 +14,7 @@ pub mod connector;
 pub mod error;
 pub mod exec;
 pub mod feed;
+pub mod flow;
 pub mod format;
 pub mod metrics;
 pub mod objstore;

@@ -6,20 +6,16 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::{Notify, mpsc};
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointConfig, CheckpointStore, FlowCheckpoint, Manifest, SinkCheckpoint,
-    SourceCheckpoint,
+    Checkpoint, CheckpointConfig, CheckpointStore, Manifest, SinkCheckpoint, SourceCheckpoint,
 };
-use crate::exec::run_plan;
-use crate::feed::Feed;
-use crate::metrics::{MetricsSnapshot, OperatorCounters, PipelineMetrics};
+pub use crate::flow::{Flow, Head, WindowStage};
+use crate::metrics::{MetricsSnapshot, PipelineMetrics};
 use crate::sink::{Sink, SinkStart};
 use crate::source::{Position, Source, SourceContext, SourceCounters, SourceEvent};
 use crate::watermark::{WatermarkSpec, WatermarkTracker};
-use crate::window::WindowAggregate;
 use crate::{Error, Result};
 
 /// A source of the pipeline with its event-time declaration.
@@ -32,207 +28,6 @@ pub struct SourceSlot {
 pub struct SinkSlot {
     pub name: String,
     pub sink: Box<dyn Sink>,
-}
-
-/// One step of a flow.
-pub enum Stage {
-    /// A DataFusion physical plan run on each step's batches. The first stage of a flow reads
-    /// the flow's source feeds; a later one reads `input`, fed with the previous stage's output.
-    Plan {
-        plan: Arc<dyn ExecutionPlan>,
-        input: Option<Arc<Feed>>,
-    },
-    /// A windowed aggregate; emits complete windows as the watermark advances.
-    Window(Box<WindowAggregate>),
-}
-
-/// The rows of one `INSERT INTO`: from sources through stages into a sink.
-pub struct Flow {
-    pub name: String,
-    /// Source index and the feed of the first stage's plan that reads it.
-    pub inputs: Vec<(usize, Arc<Feed>)>,
-    pub stages: Vec<Stage>,
-    pub sink: usize,
-    watermark: i64,
-    /// One per stage, then one for the sink.
-    counters: Vec<Arc<OperatorCounters>>,
-}
-
-impl Flow {
-    pub fn new(
-        name: impl Into<String>,
-        inputs: Vec<(usize, Arc<Feed>)>,
-        stages: Vec<Stage>,
-        sink: usize,
-    ) -> Self {
-        let counters = (0..=stages.len()).map(|_| Arc::default()).collect();
-        Self {
-            name: name.into(),
-            inputs,
-            stages,
-            sink,
-            watermark: i64::MIN,
-            counters,
-        }
-    }
-
-    fn count_sink(&self, out: &[RecordBatch]) {
-        let n: usize = out.iter().map(RecordBatch::num_rows).sum();
-        if let Some(c) = self.counters.last() {
-            c.count(n, n);
-        }
-    }
-
-    /// The flow's operators, named `{position}:{kind}`, with their counters.
-    fn operators(&self) -> Vec<(String, Arc<OperatorCounters>)> {
-        let mut names: Vec<String> = self
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s {
-                Stage::Plan { plan, .. } => format!("{i}:{}", plan.name()),
-                Stage::Window(_) => format!("{i}:window"),
-            })
-            .collect();
-        names.push(format!("{}:sink", self.stages.len()));
-        names
-            .into_iter()
-            .zip(self.counters.iter().cloned())
-            .collect()
-    }
-
-    /// Runs stages `from..` on `data` until a window stage absorbs it; returns sink rows.
-    fn run_from(
-        &mut self,
-        from: usize,
-        mut data: Vec<RecordBatch>,
-        ctx: &Arc<TaskContext>,
-    ) -> Result<Vec<RecordBatch>> {
-        let rows = |d: &[RecordBatch]| d.iter().map(RecordBatch::num_rows).sum::<usize>();
-        for (i, stage) in self.stages.iter_mut().enumerate().skip(from) {
-            match stage {
-                Stage::Plan { plan, input } => {
-                    // The first stage reads the source feeds (counted by the pipeline).
-                    let n_in = match input {
-                        Some(feed) => {
-                            if data.is_empty() {
-                                return Ok(Vec::new());
-                            }
-                            for b in &data {
-                                feed.push(b)?;
-                            }
-                            rows(&data)
-                        }
-                        None => 0,
-                    };
-                    data = run_plan(plan, ctx)?;
-                    self.counters[i].count(n_in, rows(&data));
-                }
-                Stage::Window(w) => {
-                    for b in &data {
-                        w.process(b)?;
-                    }
-                    self.counters[i].count(rows(&data), 0);
-                    return Ok(Vec::new());
-                }
-            }
-        }
-        Ok(data)
-    }
-
-    /// Advances window stages to `wm` and carries what they emit downstream.
-    fn advance(&mut self, wm: i64, ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
-        if wm <= self.watermark {
-            return Ok(Vec::new());
-        }
-        self.watermark = wm;
-        let mut out = Vec::new();
-        for i in 0..self.stages.len() {
-            let emitted = match &mut self.stages[i] {
-                Stage::Window(w) => w.advance(wm)?,
-                Stage::Plan { .. } => continue,
-            };
-            // Each window runs through the stages after it on its own: a plan there sees the
-            // rows of exactly one window (the planner relies on it, see `scope_topk_to_window`).
-            // The rows of one window reach the sink in one batch (sinks that replace a window's
-            // rows as a whole, like Redis rankings, rely on it).
-            for window in emitted {
-                self.counters[i].count(0, window.num_rows());
-                let rows = self.run_from(i + 1, vec![window], ctx)?;
-                match rows.len() {
-                    0 => {}
-                    1 => out.extend(rows),
-                    _ => out.push(arrow::compute::concat_batches(&rows[0].schema(), &rows)?),
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn snapshot(&mut self, blobs: &mut Vec<RecordBatch>) -> Result<FlowCheckpoint> {
-        let mut windows = Vec::new();
-        for stage in &mut self.stages {
-            if let Stage::Window(w) = stage {
-                let (meta, batches) = w.snapshot()?;
-                let ids = (blobs.len()..blobs.len() + batches.len()).collect();
-                blobs.extend(batches);
-                windows.push((meta, ids));
-            }
-        }
-        Ok(FlowCheckpoint {
-            name: self.name.clone(),
-            watermark: self.watermark,
-            windows,
-        })
-    }
-
-    fn restore(&mut self, cp: &FlowCheckpoint, blobs: &[RecordBatch]) -> Result<()> {
-        let mut saved = cp.windows.iter();
-        for stage in &mut self.stages {
-            if let Stage::Window(w) = stage {
-                let Some((meta, ids)) = saved.next() else {
-                    return Err(Error::plan(format!(
-                        "the checkpoint does not match flow '{}' (it has fewer windows)",
-                        self.name
-                    )));
-                };
-                let batches = ids
-                    .iter()
-                    .map(|&i| {
-                        blobs
-                            .get(i)
-                            .cloned()
-                            .ok_or_else(|| Error::plan("checkpoint: missing window state"))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                w.restore(meta, &batches)?;
-            }
-        }
-        if saved.next().is_some() {
-            return Err(Error::plan(format!(
-                "the checkpoint does not match flow '{}' (it has more windows)",
-                self.name
-            )));
-        }
-        self.watermark = cp.watermark;
-        Ok(())
-    }
-
-    /// Windows emitted, late rows, open panes and state bytes of the flow's window operators.
-    fn window_stats(&self) -> [u64; 4] {
-        self.stages.iter().fold([0; 4], |acc, s| match s {
-            Stage::Window(w) => {
-                let st = w.stats();
-                [
-                    acc[0] + st.windows_emitted,
-                    acc[1] + st.late_rows,
-                    acc[2] + st.open_panes as u64,
-                    acc[3] + st.memory_bytes as u64,
-                ]
-            }
-            Stage::Plan { .. } => acc,
-        })
-    }
 }
 
 /// Settings of a running pipeline.
@@ -300,10 +95,13 @@ impl Pipeline {
         // Window state counts against the session's memory pool, beside DataFusion's operators.
         let pool = task_ctx.memory_pool();
         for f in &mut flows {
-            for (i, stage) in f.stages.iter_mut().enumerate() {
-                if let Stage::Window(w) = stage {
-                    w.track_memory(pool, format!("operator {i}:window of flow '{}'", f.name));
-                }
+            let names: Vec<String> = f
+                .window_names()
+                .into_iter()
+                .map(|w| format!("operator {w} of flow '{}'", f.name))
+                .collect();
+            for (w, name) in f.window_ops_mut().zip(names) {
+                w.track_memory(pool, name);
             }
         }
         Self {
@@ -468,20 +266,10 @@ impl Pipeline {
                                 metrics.rows_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                                 let batch = trackers[i].observe(batch, split)?;
                                 if batch.num_rows() > 0 {
-                                    for flow in flows.iter_mut() {
-                                        let mut fed = false;
-                                        for (s, feed) in &flow.inputs {
-                                            if *s == i {
-                                                feed.push(&batch)?;
-                                                fed = true;
-                                            }
-                                        }
-                                        if fed {
-                                            flow.counters[0].count(batch.num_rows(), 0);
-                                            let out = flow.run_from(0, Vec::new(), &task_ctx)?;
-                                            flow.count_sink(&out);
-                                            write(&mut sinks[flow.sink], out, &metrics).await?;
-                                        }
+                                    for flow in flows.iter_mut().filter(|f| f.reads(i)) {
+                                        let out = flow.process(i, &batch, &task_ctx)?;
+                                        flow.count_sink(&out);
+                                        write(&mut sinks[flow.sink], out, &metrics).await?;
                                     }
                                 }
                                 if position.is_some() {
@@ -747,9 +535,8 @@ async fn advance_all(
     let mut lowest = i64::MAX;
     for flow in flows.iter_mut() {
         let wm = flow
-            .inputs
-            .iter()
-            .filter_map(|(s, _)| trackers[*s].effective(now))
+            .sources()
+            .filter_map(|s| trackers[s].effective(now))
             .min();
         let Some(wm) = wm else { continue };
         lowest = lowest.min(wm);

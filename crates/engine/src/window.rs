@@ -770,8 +770,8 @@ impl WindowAggregate {
     }
 
     /// Advances the watermark and returns the windows it completes, oldest first, one batch per
-    /// window. `i64::MAX` flushes every window.
-    pub fn advance(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+    /// window with the window's end (ns). `i64::MAX` flushes every window.
+    pub fn advance(&mut self, watermark: i64) -> Result<Vec<(i64, RecordBatch)>> {
         if watermark <= self.watermark {
             return Ok(Vec::new());
         }
@@ -810,7 +810,7 @@ impl WindowAggregate {
         ends.dedup();
         for end in ends {
             if let Some(b) = self.emit_window(end)? {
-                out.push(b);
+                out.push((end, b));
             }
             self.emitted_through = end;
         }

@@ -31,7 +31,7 @@ use datafusion::sql::sqlparser::ast::{
 use skystream_engine::connector::{Connector, ConnectorRegistry, TableDef};
 use skystream_engine::feed::{Feed, FeedExec};
 use skystream_engine::options::Options;
-use skystream_engine::pipeline::{Flow, Pipeline, SinkSlot, SourceSlot, Stage};
+use skystream_engine::pipeline::{Flow, Head, Pipeline, SinkSlot, SourceSlot, WindowStage};
 use skystream_engine::watermark::WatermarkSpec;
 use skystream_engine::window::{self, WindowAggregate};
 
@@ -118,9 +118,23 @@ struct SourceTable {
 
 struct FlowPlan {
     target: String,
-    stages: Vec<Stage>,
-    inputs: Vec<(String, Arc<Feed>)>,
+    split: Split,
     output_schema: SchemaRef,
+}
+
+/// A flow's physical plan cut at its windowed aggregates (see `skystream_engine::flow`).
+struct Split {
+    /// Plans reading the sources, with their source feeds.
+    heads: Vec<(Arc<dyn ExecutionPlan>, Vec<Arc<Feed>>)>,
+    /// Each window, the head it reads and the feed of `after` it fills.
+    windows: Vec<(usize, WindowAggregate, Option<Arc<Feed>>)>,
+    after: Option<Arc<dyn ExecutionPlan>>,
+}
+
+impl Split {
+    fn feeds(&self) -> impl Iterator<Item = &Arc<Feed>> {
+        self.heads.iter().flat_map(|(_, f)| f)
+    }
 }
 
 fn ident_name(name: &ObjectName) -> String {
@@ -447,22 +461,17 @@ pub async fn plan_script_with(
             .await
             .map_err(|e| SqlError::from(e).or_at(pos))?;
         let output_schema = physical.schema();
-        let stages = split_stages(physical).map_err(|e| SqlError::from(e).or_at(pos))?;
-        let mut inputs = Vec::new();
-        if let Some(Stage::Plan { plan, input: None }) = stages.first() {
-            collect_feeds(plan, &mut inputs);
-        }
+        let split = split_flow(physical).map_err(|e| SqlError::from(e).or_at(pos))?;
         let conn = registry
             .get(&sink_def.connector)
             .map_err(|e| SqlError::from(e).or_at(pos))?;
         conn.validate_sink(&sink_def, &output_schema)
             .map_err(|e| SqlError::from(e).or_at(pos))?;
-        explain.push_str(&describe_flow(&sink_def.name, &stages));
+        explain.push_str(&describe_flow(&sink_def.name, &split));
         flows.push((
             FlowPlan {
                 target: sink_def.name.clone(),
-                stages,
-                inputs: inputs.into_iter().map(|f| (f.name.clone(), f)).collect(),
+                split,
                 output_schema,
             },
             sink_def,
@@ -472,8 +481,8 @@ pub async fn plan_script_with(
     // Sources: each used table once, decoding the columns any flow reads.
     let mut used: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (f, _) in &flows {
-        for (table, feed) in &f.inputs {
-            used.entry(table.clone())
+        for feed in f.split.feeds() {
+            used.entry(feed.name.clone())
                 .or_default()
                 .extend(feed.columns.iter().copied());
         }
@@ -505,8 +514,8 @@ pub async fn plan_script_with(
             _ => None,
         };
         for (f, _) in &flows {
-            for (table, feed) in &f.inputs {
-                if *table == name {
+            for feed in f.split.feeds() {
+                if feed.name == name {
                     feed.set_input_columns(&cols);
                 }
             }
@@ -543,13 +552,33 @@ pub async fn plan_script_with(
                 sink_slots.len() - 1
             }
         };
-        let inputs = f
-            .inputs
+        let Split {
+            heads,
+            windows,
+            after,
+        } = f.split;
+        let heads = heads
             .into_iter()
-            .map(|(t, feed)| (source_index[&t], feed))
+            .map(|(plan, feeds)| Head {
+                inputs: feeds
+                    .into_iter()
+                    .map(|feed| (source_index[&feed.name], feed))
+                    .collect(),
+                plan,
+            })
+            .collect();
+        let windows = windows
+            .into_iter()
+            .map(|(head, op, output)| WindowStage {
+                head,
+                op: Box::new(op),
+                output,
+            })
             .collect();
         outputs.push(f.target.clone());
-        pipeline_flows.push(Flow::new(f.target, inputs, f.stages, idx));
+        pipeline_flows.push(
+            Flow::new(f.target, heads, windows, after, idx).map_err(SqlError::from)?,
+        );
     }
     let task_ctx = ctx.task_ctx();
     Ok(PlannedPipeline {
@@ -607,38 +636,79 @@ fn conform_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan, Sq
     ))
 }
 
-/// Cuts a physical plan at its windowed aggregate into stages.
-fn split_stages(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Vec<Stage>> {
-    let (upper, found) = cut_window(plan)?;
-    match found {
-        None => Ok(vec![Stage::Plan {
-            plan: upper,
-            input: None,
-        }]),
-        Some((w, below, feed)) => {
-            let mut w = w;
-            let upper = scope_topk_to_window(upper, &mut w)?;
-            let mut stages = split_stages(below)?;
-            stages.push(Stage::Window(Box::new(w)));
-            let is_leaf = upper
-                .downcast_ref::<FeedExec>()
-                .is_some_and(|f| Arc::ptr_eq(f.feed(), &feed));
-            if !is_leaf {
-                stages.push(Stage::Plan {
-                    plan: upper,
-                    input: Some(feed),
-                });
-            }
-            Ok(stages)
-        }
+/// Cuts a physical plan at its windowed aggregates: the plans below them become heads (one
+/// per distinct plan: windows over the same rows share it), the rest runs after the windows.
+fn split_flow(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Split> {
+    let (upper, cuts) = cut_windows(plan)?;
+    if cuts.is_empty() {
+        let mut feeds = Vec::new();
+        collect_feeds(&upper, &mut feeds);
+        return Ok(Split {
+            heads: vec![(upper, feeds)],
+            windows: Vec::new(),
+            after: None,
+        });
     }
+    let single = cuts.len() == 1;
+    let mut heads: Vec<(Arc<dyn ExecutionPlan>, Vec<Arc<Feed>>)> = Vec::new();
+    let mut head_keys: Vec<String> = Vec::new();
+    let mut windows = Vec::new();
+    for (w, below, feed) in cuts {
+        if !cut_windows(below.clone())?.1.is_empty() {
+            return Err(skystream_engine::Error::plan(
+                "a window over the results of another window is not supported yet",
+            ));
+        }
+        let mut feeds = Vec::new();
+        collect_feeds(&below, &mut feeds);
+        let mut key = displayable(below.as_ref()).indent(true).to_string();
+        for f in &feeds {
+            key.push_str(&format!("\n{}{:?}", f.name, f.columns));
+        }
+        let head = match head_keys.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                heads.push((below, feeds));
+                head_keys.push(key);
+                heads.len() - 1
+            }
+        };
+        windows.push((head, w, feed));
+    }
+    // One window whose rows go to the sink as they are: nothing runs after it.
+    let is_leaf = single
+        && upper
+            .downcast_ref::<FeedExec>()
+            .is_some_and(|f| Arc::ptr_eq(f.feed(), &windows[0].2));
+    if is_leaf {
+        return Ok(Split {
+            heads,
+            windows: windows.into_iter().map(|(h, w, _)| (h, w, None)).collect(),
+            after: None,
+        });
+    }
+    let upper = if single {
+        scope_topk_to_window(upper, &mut windows[0].1)?
+    } else {
+        upper
+    };
+    Ok(Split {
+        heads,
+        windows: windows
+            .into_iter()
+            .map(|(h, w, f)| (h, w, Some(f)))
+            .collect(),
+        after: Some(upper),
+    })
 }
 
 type Cut = (WindowAggregate, Arc<dyn ExecutionPlan>, Arc<Feed>);
 
-fn cut_window(
+/// Replaces every windowed aggregate of `plan` by a feed; returns the plan and, for each, the
+/// window operator, the plan below it and the feed.
+fn cut_windows(
     plan: Arc<dyn ExecutionPlan>,
-) -> skystream_engine::Result<(Arc<dyn ExecutionPlan>, Option<Cut>)> {
+) -> skystream_engine::Result<(Arc<dyn ExecutionPlan>, Vec<Cut>)> {
     if let Some(agg) = plan.downcast_ref::<AggregateExec>()
         && window::is_windowed(agg)
     {
@@ -648,29 +718,22 @@ fn cut_window(
         let feed = Feed::new("window", agg.schema(), columns);
         return Ok((
             Arc::new(FeedExec::new(feed.clone())),
-            Some((w, below, feed)),
+            vec![(w, below, feed)],
         ));
     }
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     if children.is_empty() {
-        return Ok((plan, None));
+        return Ok((plan, Vec::new()));
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut new_children = Vec::new();
     for c in children {
-        let (nc, f) = cut_window(c)?;
-        if f.is_some() {
-            if found.is_some() {
-                return Err(skystream_engine::Error::plan(
-                    "a query may combine only one windowed aggregate (joins and unions of windows are not supported yet)",
-                ));
-            }
-            found = f;
-        }
+        let (nc, f) = cut_windows(c)?;
+        found.extend(f);
         new_children.push(nc);
     }
-    if found.is_none() {
-        return Ok((plan, None));
+    if found.is_empty() {
+        return Ok((plan, found));
     }
     #[allow(deprecated)]
     let plan = plan.with_new_children(new_children)?;
@@ -814,37 +877,46 @@ fn collect_feeds(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<Feed>>) {
     }
 }
 
-fn describe_flow(target: &str, stages: &[Stage]) -> String {
+fn describe_flow(target: &str, split: &Split) -> String {
     let mut s = format!("INSERT INTO {target}\n");
-    for (i, st) in stages.iter().enumerate() {
-        match st {
-            Stage::Plan { plan, input } => {
-                let when = if input.is_some() {
-                    "per emitted window"
-                } else {
-                    "per source batch"
-                };
-                s.push_str(&format!("  stage {i}: DataFusion plan, run {when}\n"));
-                for line in displayable(plan.as_ref()).indent(false).to_string().lines() {
-                    s.push_str(&format!("    {line}\n"));
-                }
-            }
-            Stage::Window(w) => {
-                let spec = w.spec();
-                let kind = if spec.slide_ns == spec.width_ns {
-                    format!("tumble({}s)", spec.width_ns as f64 / 1e9)
-                } else {
-                    format!(
-                        "hop(slide {}s, width {}s)",
-                        spec.slide_ns as f64 / 1e9,
-                        spec.width_ns as f64 / 1e9
-                    )
-                };
-                s.push_str(&format!(
-                    "  stage {i}: window aggregate {kind} over panes\n"
-                ));
-            }
+    let plan_lines = |s: &mut String, plan: &Arc<dyn ExecutionPlan>| {
+        for line in displayable(plan.as_ref()).indent(false).to_string().lines() {
+            s.push_str(&format!("    {line}\n"));
         }
+    };
+    for (i, (plan, _)) in split.heads.iter().enumerate() {
+        s.push_str(&format!("  {i}: DataFusion plan, run per source batch\n"));
+        plan_lines(&mut s, plan);
+    }
+    let first_window = split.heads.len();
+    for (j, (head, w, _)) in split.windows.iter().enumerate() {
+        let spec = w.spec();
+        let kind = if spec.slide_ns == spec.width_ns {
+            format!("tumble({}s)", spec.width_ns as f64 / 1e9)
+        } else {
+            format!(
+                "hop(slide {}s, width {}s)",
+                spec.slide_ns as f64 / 1e9,
+                spec.width_ns as f64 / 1e9
+            )
+        };
+        s.push_str(&format!(
+            "  {}: window aggregate {kind} over panes, of the rows of {head}\n",
+            first_window + j
+        ));
+    }
+    if let Some(plan) = &split.after {
+        let n = split.windows.len();
+        let what = if n == 1 {
+            "per emitted window".to_string()
+        } else {
+            format!("per window end, over the {n} windows' rows")
+        };
+        s.push_str(&format!(
+            "  {}: DataFusion plan, run {what}\n",
+            first_window + n
+        ));
+        plan_lines(&mut s, plan);
     }
     s
 }

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 
 use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::expr::WindowFunction;
-use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Distinct, Expr, LogicalPlan, Operator};
 
 use crate::error::SqlError;
 use crate::rewrite::{contains_window_call, is_window_call};
@@ -205,19 +206,65 @@ fn walk(plan: &LogicalPlan, st: &ScriptStatement) -> Result<Kind, SqlError> {
         }
         LogicalPlan::Join(j) => {
             let (l, r) = (walk(&j.left, st)?, walk(&j.right, st)?);
-            if l == Kind::Static && r == Kind::Static {
-                return Ok(Kind::Static);
+            let join_pos = st.find_keywords(&["JOIN"], false).or(st.find_keywords(&["FROM"], false));
+            match (l, r) {
+                (Kind::Static, Kind::Static) => Ok(Kind::Static),
+                (Kind::Windowed(lc), Kind::Windowed(rc)) => {
+                    // Windowed results are joined window by window: the condition must match
+                    // a window column of one side with one of the other.
+                    let mut pairs: Vec<(&Expr, &Expr)> = j.on.iter().map(|(a, b)| (a, b)).collect();
+                    if let Some(f) = &j.filter {
+                        for c in split_conjunction(f) {
+                            if let Expr::BinaryExpr(b) = c
+                                && b.op == Operator::Eq
+                            {
+                                pairs.push((&b.left, &b.right));
+                            }
+                        }
+                    }
+                    let aligned = pairs.iter().any(|(a, b)| {
+                        (refers_to_window(a, &lc) && refers_to_window(b, &rc))
+                            || (refers_to_window(a, &rc) && refers_to_window(b, &lc))
+                    });
+                    if !aligned {
+                        return Err(err(st, "a JOIN of windowed results must match their windows: add ON a.window_end = b.window_end (or a.win['end'] = b.win['end'])".into(), join_pos));
+                    }
+                    Ok(Kind::Windowed(lc.union(&rc).cloned().collect()))
+                }
+                (Kind::Windowed(c), Kind::Static) | (Kind::Static, Kind::Windowed(c)) => Ok(Kind::Windowed(c)),
+                _ => Err(err(st, "JOIN of unbounded streams is not supported: aggregate each side into windows that slide alike, then join the windowed results on their window".into(), join_pos)),
             }
-            Err(err(st, "JOIN of streams is not supported yet".into(), st.find_keywords(&["JOIN"], false).or(st.find_keywords(&["FROM"], false))))
         }
         LogicalPlan::Union(u) => {
             let kinds = u.inputs.iter().map(|i| walk(i, st)).collect::<Result<Vec<_>, _>>()?;
             let streams = kinds.iter().filter(|k| **k == Kind::Stream).count();
-            let windowed = kinds.iter().filter(|k| matches!(k, Kind::Windowed(_))).count();
-            if windowed > 0 {
-                return Err(err(st, "UNION of windowed results is not supported yet".into(), st.find_keywords(&["UNION"], false)));
+            let windowed: Vec<&HashSet<String>> = kinds
+                .iter()
+                .filter_map(|k| match k {
+                    Kind::Windowed(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if windowed.is_empty() {
+                return Ok(if streams > 0 { Kind::Stream } else { Kind::Static });
             }
-            Ok(if streams > 0 { Kind::Stream } else { Kind::Static })
+            if streams > 0 {
+                return Err(err(st, "UNION of a stream and windowed results is not supported: aggregate the stream into windows too".into(), st.find_keywords(&["UNION"], false)));
+            }
+            // Output columns take the names of the first input's; a window column of any input
+            // marks its position.
+            let names: Vec<String> = u.schema.fields().iter().map(|f| f.name().clone()).collect();
+            let mut cols = HashSet::new();
+            for (input, kind) in u.inputs.iter().zip(&kinds) {
+                if let Kind::Windowed(c) = kind {
+                    for (i, f) in input.schema().fields().iter().enumerate() {
+                        if c.contains(f.name()) && let Some(n) = names.get(i) {
+                            cols.insert(n.clone());
+                        }
+                    }
+                }
+            }
+            Ok(Kind::Windowed(cols))
         }
         other => Err(err(st, format!("{} is not supported in a streaming query", node_name(other)), None)),
     }
