@@ -724,3 +724,43 @@ async fn a_query_over_its_memory_limit_fails_alone() {
     assert!(metrics.contains(&format!("skystream_pipeline_state_bytes{{id=\"{light}\"")));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_fill_a_query_and_are_kept_with_it() {
+    let dir = data_dir("params");
+    let (server, base) = start(config(dir.clone())).await;
+    let c = reqwest::Client::new();
+    let q = counts_to_stdout().replace("seed = '3'", "seed = '${seed}'");
+    // Without a value for ${seed}: a 400 naming it, for validate and submit alike.
+    for (path, body) in [
+        ("validate", json!({ "query": q })),
+        ("pipelines", json!({ "name": "p", "query": q })),
+    ] {
+        let (st, e) = post(&c, &format!("{base}/api/v1/{path}"), body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+        assert!(e["error"].as_str().unwrap().contains("${seed}"), "{e}");
+    }
+    let (st, v) = post(
+        &c,
+        &format!("{base}/api/v1/validate"),
+        json!({ "query": q, "params": { "seed": "5" } }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, p) = post(
+        &c,
+        &format!("{base}/api/v1/pipelines"),
+        json!({ "name": "seeded", "query": q, "params": { "seed": "5" } }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    assert_eq!(p["params"]["seed"], "5", "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    wait_for(&c, &base, &id, |v| v["state"] == "running").await;
+    server.stop().await.unwrap();
+    // The definition keeps them: after a restart the pipeline plans and runs again.
+    let (server, base) = start(config(dir)).await;
+    let v = wait_for(&c, &base, &id, |v| v["state"] == "running").await;
+    assert_eq!(v["params"]["seed"], "5", "{v}");
+    server.stop().await.unwrap();
+}

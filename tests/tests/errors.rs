@@ -198,7 +198,24 @@ CREATE VIEW c AS SELECT did, count(*) AS n, tumble(INTERVAL '2' MINUTE) AS win F
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     // The two windows read one head: the rows below them are computed once.
-    assert!(p.explain.contains("1: window aggregate hop(slide 60s, width 300s) over panes, of the rows of 0"), "{}", p.explain);
-    assert!(p.explain.contains("2: window aggregate hop(slide 60s, width 3600s) over panes, of the rows of 0"), "{}", p.explain);
-    assert!(p.explain.contains("3: DataFusion plan, run per window end, over the 2 windows' rows"), "{}", p.explain);
+    assert!(
+        p.explain.contains(
+            "1: window aggregate hop(slide 60s, width 300s) over panes, of the rows of 0"
+        ),
+        "{}",
+        p.explain
+    );
+    assert!(
+        p.explain.contains(
+            "2: window aggregate hop(slide 60s, width 3600s) over panes, of the rows of 0"
+        ),
+        "{}",
+        p.explain
+    );
+    assert!(
+        p.explain
+            .contains("3: DataFusion plan, run per window end, over the 2 windows' rows"),
+        "{}",
+        p.explain
+    );
 }

@@ -9,7 +9,8 @@ use crate::rng::{Rng, Zipf};
 use crate::vocab::{Language, content_words, default_mix, function_words};
 
 /// A planted burst: during `[start, start + duration)` the keyword appears in `intensity` times
-/// as many posts (of its language) as it does otherwise.
+/// as many posts (of its language) as it does otherwise. With `authors`, the extra posts all
+/// come from that many accounts (a spammer: not a trend).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Burst {
     pub keyword: String,
@@ -19,17 +20,31 @@ pub struct Burst {
     pub intensity: f64,
     /// Vocabulary the keyword belongs to (`en`, `ja`, ...).
     pub lang: String,
+    /// The accounts the burst's extra posts come from (`None`: any).
+    pub authors: Option<usize>,
 }
 
 impl Burst {
-    /// Parses `keyword:start:duration:intensity[:lang]`, e.g. `eclipse:30m:10m:5`.
+    /// Parses `keyword:start:duration:intensity[:lang[:authors]]`, e.g. `eclipse:30m:10m:5`,
+    /// `spam:30m:10m:20:en:1`.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let parts: Vec<&str> = spec.trim().split(':').collect();
-        if parts.len() < 4 || parts.len() > 5 || parts[0].is_empty() {
+        if parts.len() < 4 || parts.len() > 6 || parts[0].is_empty() {
             return Err(format!(
-                "burst '{spec}': expected keyword:start:duration:intensity[:lang], e.g. eclipse:30m:10m:5"
+                "burst '{spec}': expected keyword:start:duration:intensity[:lang[:authors]], e.g. eclipse:30m:10m:5"
             ));
         }
+        let authors = match parts.get(5) {
+            None => None,
+            Some(a) => match a.parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(format!(
+                        "burst '{spec}': authors must be a positive number of accounts"
+                    ));
+                }
+            },
+        };
         let d = |s: &str| {
             skystream_engine::time::parse_duration(s)
                 .map(|d| d.as_nanos() as i64)
@@ -47,6 +62,7 @@ impl Burst {
             duration_ns: d(parts[2])?,
             intensity,
             lang: parts.get(4).unwrap_or(&"en").to_string(),
+            authors,
         })
     }
 }
@@ -112,6 +128,9 @@ pub struct BurstTruth {
     pub baseline_per_min: f64,
     /// Expected posts per minute containing it during the burst.
     pub burst_per_min: f64,
+    /// The accounts the burst's extra posts come from (absent: any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authors: Option<usize>,
 }
 
 /// Generates Jetstream v1 JSON events, one per call.
@@ -257,6 +276,7 @@ impl Generator {
                     intensity: b.intensity,
                     baseline_per_min: base,
                     burst_per_min: base * b.intensity,
+                    authors: b.authors,
                 }
             })
             .collect()
@@ -349,7 +369,7 @@ impl Generator {
             .partition_point(|&c| c < u)
             .min(self.langs.len() - 1);
         let author = self.authors.sample(&mut self.rng);
-        let did = self.did(author);
+        let mut did = self.did(author);
         let rkey = self.rkey();
         let t = self.time_us();
         let now_rel = self.clock_ns as i64 - self.cfg.start_ns;
@@ -360,13 +380,23 @@ impl Generator {
         let cjk = matches!(m.lang.vocab, "ja");
         let mut text = String::with_capacity(n_words * 7);
         let mut planted: Vec<String> = Vec::new();
-        for (b, bl, p) in &self.bursts {
+        let mut spammer = None;
+        for (spammer_base, (b, bl, p)) in self.bursts.iter().enumerate() {
             if *bl == li || (self.langs[*bl].lang.vocab == m.lang.vocab) {
                 let active = now_rel >= b.start_ns && now_rel < b.start_ns + b.duration_ns;
                 if active && self.rng.chance(((b.intensity - 1.0) * p).min(1.0)) {
                     planted.push(b.keyword.clone());
+                    if let Some(k) = b.authors {
+                        // One of the burst's own accounts, outside the regular authors.
+                        spammer = Some(
+                            self.cfg.authors + 1_000_000 * (spammer_base + 1) + self.rng.below(k),
+                        );
+                    }
                 }
             }
+        }
+        if let Some(a) = spammer {
+            did = self.did(a);
         }
         let plant_at = if planted.is_empty() {
             usize::MAX

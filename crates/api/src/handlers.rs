@@ -262,6 +262,8 @@ pub struct OutputEvent {
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     pub query: String,
+    /// Values of the query's `${name}` placeholders.
+    pub params: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Plan a query without running it: its outputs and streaming plan, or the error with its
@@ -283,7 +285,11 @@ pub async fn validate(
     req: Result<Json<ValidateRequest>, JsonRejection>,
 ) -> ApiResult<Json<PlanSummary>> {
     let req = body(req)?;
-    Ok(Json(s.manager.validate(&req.query).await?))
+    Ok(Json(
+        s.manager
+            .validate(&req.query, &req.params.unwrap_or_default())
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

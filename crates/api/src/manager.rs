@@ -47,6 +47,9 @@ pub struct PipelineDef {
     pub id: String,
     pub name: String,
     pub query: String,
+    /// Values of the query's `${name}` placeholders.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
     pub checkpoint_interval: f64,
     pub created_ms: i64,
     /// Started (and not stopped since): a restarted server resumes it.
@@ -145,6 +148,8 @@ pub struct PipelineView {
     pub id: String,
     pub name: String,
     pub query: String,
+    /// Values of the query's placeholders.
+    pub params: BTreeMap<String, String>,
     /// Seconds between checkpoints.
     pub checkpoint_interval: f64,
     pub state: PipelineState,
@@ -266,6 +271,7 @@ impl Slot {
             id: self.def.id.clone(),
             name: self.def.name.clone(),
             query: self.def.query.clone(),
+            params: self.def.params.clone(),
             checkpoint_interval: self.def.checkpoint_interval,
             state: self.state(),
             error: self.error.clone(),
@@ -286,6 +292,9 @@ pub struct NewPipeline {
     pub name: String,
     /// The pipeline script (CREATE TABLE ... WITH (connector = ...), CREATE VIEW, INSERT INTO).
     pub query: String,
+    /// Values of the query's `${name}` and `${name:default}` placeholders (as `skystream run
+    /// --set` gives them), e.g. the shipped scripts of `sql/`.
+    pub params: Option<BTreeMap<String, String>>,
     /// Seconds between checkpoints (default 10).
     #[schema(minimum = 0.1, maximum = 86400)]
     pub checkpoint_interval: Option<f64>,
@@ -383,19 +392,30 @@ impl Manager {
             .insert(def.id.clone(), Slot::new(def, state));
     }
 
-    async fn plan(&self, query: &str) -> ApiResult<PlannedPipeline> {
+    async fn plan(
+        &self,
+        query: &str,
+        params: &BTreeMap<String, String>,
+    ) -> ApiResult<PlannedPipeline> {
+        let query =
+            skystream_sql::params::substitute(query, params).map_err(ApiError::bad_request)?;
         let opts = skystream_sql::PlanOptions {
             memory_limit: self.cfg.memory_limit,
             table_check: Some(self.cfg.sandbox.table_check()),
+            ..Default::default()
         };
-        skystream_sql::plan_script_with(query, &self.registry, &opts)
+        skystream_sql::plan_script_with(&query, &self.registry, &opts)
             .await
             .map_err(ApiError::sql)
     }
 
-    /// Plans `query` without running it.
-    pub async fn validate(&self, query: &str) -> ApiResult<PlanSummary> {
-        let p = self.plan(query).await?;
+    /// Plans `query` (its placeholders filled from `params`) without running it.
+    pub async fn validate(
+        &self,
+        query: &str,
+        params: &BTreeMap<String, String>,
+    ) -> ApiResult<PlanSummary> {
+        let p = self.plan(query, params).await?;
         Ok(PlanSummary {
             outputs: p.outputs,
             plan: p.explain,
@@ -494,6 +514,7 @@ impl Manager {
                 id: new_id(&req.name, created_ms),
                 name: req.name,
                 query: req.query,
+                params: req.params.unwrap_or_default(),
                 checkpoint_interval: interval,
                 created_ms,
                 running: true,
@@ -553,7 +574,7 @@ impl Manager {
 
     /// Plans a pipeline's query with its name, idle timeout and checkpoint location.
     async fn prepare(&self, def: &PipelineDef) -> ApiResult<PlannedPipeline> {
-        let mut planned = self.plan(&def.query).await?;
+        let mut planned = self.plan(&def.query, &def.params).await?;
         let p = &mut planned.pipeline;
         p.config.name = def.name.clone();
         p.config.idle_timeout = self.cfg.idle_timeout;

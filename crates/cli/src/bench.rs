@@ -23,7 +23,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Which pipeline: `top20` (the windowed keyword count and top-20), `count` (without the
-    /// top-20), `keywords` (parse and tokenize only) or `parse` (decode only).
+    /// top-20), `trends` (the full trend query of sql/trends.sql: four windows, joins, scoring),
+    /// `keywords` (parse and tokenize only) or `parse` (decode only).
     #[arg(long, default_value = "top20")]
     query: String,
     /// Runs over the same input; the figures of each are printed, then the best and the median
@@ -118,13 +119,23 @@ fn status_kb(field: &str) -> Option<u64> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let top20 = format!("{TOP20_TABLES}{TOP20_INSERT}");
+    let trends = skystream_sql::params::substitute(crate::shipped::TRENDS, &Default::default())
+        .map_err(anyhow::Error::msg)?;
+    let mut opts = skystream_sql::PlanOptions::default();
     let sql = match args.query.as_str() {
         "top20" => top20.as_str(),
         "parse" => PARSE_SQL,
         "keywords" => KEYWORDS_SQL,
         "count" => COUNT_SQL,
         "tumble" => TUMBLE_SQL,
-        other => bail!("unknown --query '{other}' (top20, count, keywords, parse)"),
+        "trends" => {
+            opts.tables = crate::shipped::in_memory(
+                [("connector".to_string(), "bench_lines".to_string())].into(),
+                &crate::shipped::TREND_SINKS,
+            );
+            trends.as_str()
+        }
+        other => bail!("unknown --query '{other}' (top20, count, trends, tumble, keywords, parse)"),
     };
     eprintln!("generating {} synthetic posts...", args.posts);
     let mut g = Generator::new(GeneratorConfig {
@@ -157,7 +168,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             lines: lines.clone(),
         }));
         let (s, elapsed, (batches, rows)) = rt.block_on(async {
-            let planned = skystream_sql::plan_script(sql, &reg)
+            let planned = skystream_sql::plan_script_with(sql, &reg, &opts)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let started = Instant::now();
@@ -202,7 +213,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 fn memory_rows(reg: &ConnectorRegistry) -> (usize, usize) {
-    ["top", "out"]
+    ["top", "out", crate::shipped::TREND_SINKS[0]]
         .iter()
         .filter_map(|t| reg.memory().batches(t))
         .map(|(_, b)| (b.len(), b.iter().map(|b| b.num_rows()).sum::<usize>()))

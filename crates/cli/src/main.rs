@@ -3,11 +3,14 @@
 mod bench;
 mod bench_kafka;
 mod bench_sinks;
+mod eval;
 mod jetstream_cmds;
 mod serve;
-mod vars;
+mod shipped;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +18,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use skystream_engine::metrics::PipelineMetrics;
 use skystream_engine::time::format_ns;
-
-/// The demo pipeline, embedded so `skystream demo` runs from any directory.
-const DEMO_SQL: &str = include_str!("../../../sql/demo.sql");
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +34,8 @@ struct Cli {
 enum Command {
     /// Run a pipeline script (CREATE TABLE / CREATE VIEW / INSERT INTO statements).
     Run {
-        /// The script.
+        /// The script: a file, or the name of a shipped one (demo, trends, top_counts,
+        /// keyword_counts, hashtag_counts).
         file: PathBuf,
         /// Fill a ${name} placeholder of the script: --set rate=100 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -51,6 +52,11 @@ enum Command {
         /// Memory the pipeline's operators and window state may hold, in MiB (0: unlimited).
         #[arg(long, default_value_t = 0)]
         memory_limit_mb: usize,
+        /// Set an option of a declared table: TABLE.KEY=VALUE (repeatable). Giving
+        /// TABLE.connector replaces all the table's options, e.g. --with posts.connector=synthetic
+        /// --with posts.speed=60.
+        #[arg(long = "with", value_name = "TABLE.KEY=VALUE")]
+        with: Vec<String>,
         #[command(flatten)]
         checkpoint: CheckpointArgs,
     },
@@ -100,6 +106,9 @@ enum Command {
     BenchKafka(bench_kafka::BenchKafkaArgs),
     /// Rows/s into the Redis and lake sinks; checkpoint size and duration with many keys.
     BenchSinks(bench_sinks::BenchSinksArgs),
+    /// Quality of sql/trends.sql on synthetic streams with planted bursts (precision@10,
+    /// recall, detection delay, false alarms per hour), beside a naive top-counts ranking.
+    Eval(eval::EvalArgs),
 }
 
 /// Checkpoint settings of `skystream run`.
@@ -145,6 +154,7 @@ fn real_main() -> Result<()> {
             progress,
             idle_timeout,
             memory_limit_mb,
+            with,
             checkpoint,
         } => {
             let sql = read_script(&file, &sets)?;
@@ -162,6 +172,7 @@ fn real_main() -> Result<()> {
                     progress,
                     idle_timeout,
                     memory_limit: (memory_limit_mb > 0).then_some(memory_limit_mb << 20),
+                    tables: parse_with(&with)?,
                     name,
                     checkpoint: checkpoint.checkpoint,
                     checkpoint_interval: checkpoint.checkpoint_interval,
@@ -194,7 +205,8 @@ fn real_main() -> Result<()> {
             vars.insert("duration".to_string(), duration);
             vars.insert("seed".to_string(), seed.to_string());
             vars.insert("bursts".to_string(), bursts);
-            let sql = vars::substitute(DEMO_SQL, &vars).map_err(anyhow::Error::msg)?;
+            let sql = skystream_sql::params::substitute(shipped::DEMO, &vars)
+                .map_err(anyhow::Error::msg)?;
             if print_sql {
                 println!("{sql}");
                 return Ok(());
@@ -209,6 +221,7 @@ fn real_main() -> Result<()> {
                     progress: 5.0,
                     idle_timeout: 5.0,
                     memory_limit: None,
+                    tables: Default::default(),
                     name: "demo".into(),
                     checkpoint: None,
                     checkpoint_interval: 10.0,
@@ -225,16 +238,43 @@ fn real_main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::BenchKafka(args) => bench_kafka::run(args),
         Command::BenchSinks(args) => bench_sinks::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::JetstreamServe(args) => jetstream_cmds::serve(args),
         Command::Ingest(args) => jetstream_cmds::ingest(args),
     }
 }
 
+/// Parses `--with TABLE.KEY=VALUE` flags into table options.
+fn parse_with(with: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let mut tables: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for w in with {
+        let parsed = w
+            .split_once('=')
+            .and_then(|(k, v)| k.split_once('.').map(|(t, k)| (t, k, v)));
+        let Some((table, key, value)) = parsed.filter(|(t, k, _)| !t.is_empty() && !k.is_empty())
+        else {
+            bail!("--with takes TABLE.KEY=VALUE, got '{w}'");
+        };
+        tables
+            .entry(table.trim().to_lowercase())
+            .or_default()
+            .insert(key.trim().to_lowercase(), value.to_string());
+    }
+    Ok(tables)
+}
+
+/// The script at `file`; a name without a file (`trends`, `sql/trends.sql` from another
+/// directory) is the shipped script of that name.
 fn read_script(file: &PathBuf, sets: &[String]) -> Result<String> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let vars = vars::parse_sets(sets).map_err(anyhow::Error::msg)?;
-    vars::substitute(&text, &vars).map_err(anyhow::Error::msg)
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => match shipped::by_name(&file.to_string_lossy()) {
+            Some(t) if e.kind() == std::io::ErrorKind::NotFound => t.to_string(),
+            _ => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        },
+    };
+    let vars = skystream_sql::params::parse_sets(sets).map_err(anyhow::Error::msg)?;
+    skystream_sql::params::substitute(&text, &vars).map_err(anyhow::Error::msg)
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -248,6 +288,7 @@ struct RunOptions {
     progress: f64,
     idle_timeout: f64,
     memory_limit: Option<usize>,
+    tables: BTreeMap<String, BTreeMap<String, String>>,
     name: String,
     checkpoint: Option<String>,
     checkpoint_interval: f64,
@@ -259,6 +300,7 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
         progress,
         idle_timeout,
         memory_limit,
+        tables,
         name,
         checkpoint,
         checkpoint_interval,
@@ -271,6 +313,7 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
         let reg = skystream_registry::registry();
         let opts = skystream_sql::PlanOptions {
             memory_limit,
+            tables,
             ..Default::default()
         };
         let planned = match skystream_sql::plan_script_with(sql, &reg, &opts).await {

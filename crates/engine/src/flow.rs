@@ -52,9 +52,10 @@ pub struct Flow {
     pub heads: Vec<Head>,
     pub windows: Vec<WindowStage>,
     pub after: Option<Arc<dyn ExecutionPlan>>,
-    pub sink: usize,
+    /// The sinks its rows go to (INSERTs of the same rows share a flow).
+    pub sinks: Vec<usize>,
     watermark: i64,
-    /// One per head, per window, for `after` (if any), then one for the sink.
+    /// One per head, per window, for `after` (if any), then one per sink.
     counters: Vec<Arc<OperatorCounters>>,
 }
 
@@ -65,12 +66,15 @@ impl Flow {
         heads: Vec<Head>,
         windows: Vec<WindowStage>,
         after: Option<Arc<dyn ExecutionPlan>>,
-        sink: usize,
+        sinks: Vec<usize>,
     ) -> Result<Self> {
         let name = name.into();
         let bad = |what: &str| Err(Error::plan(format!("internal: flow '{name}': {what}")));
         if heads.is_empty() {
             return bad("no head");
+        }
+        if sinks.is_empty() {
+            return bad("no sink");
         }
         if windows.iter().any(|w| w.head >= heads.len()) {
             return bad("a window reads no head");
@@ -93,13 +97,13 @@ impl Flow {
                 ));
             }
         }
-        let n = heads.len() + windows.len() + usize::from(after.is_some()) + 1;
+        let n = heads.len() + windows.len() + usize::from(after.is_some()) + sinks.len();
         Ok(Self {
             name,
             heads,
             windows,
             after,
-            sink,
+            sinks,
             watermark: i64::MIN,
             counters: (0..n).map(|_| Arc::default()).collect(),
         })
@@ -133,9 +137,10 @@ impl Flow {
         self.windows.iter_mut().map(|w| w.op.as_mut())
     }
 
-    pub(crate) fn count_sink(&self, out: &[RecordBatch]) {
+    /// Counts rows written to each sink.
+    pub(crate) fn count_sinks(&self, out: &[RecordBatch]) {
         let n = rows(out);
-        if let Some(c) = self.counters.last() {
+        for c in &self.counters[self.counters.len() - self.sinks.len()..] {
             c.count(n, n);
         }
     }
@@ -152,7 +157,9 @@ impl Flow {
         if let Some(p) = &self.after {
             names.push(format!("{}:{}", names.len(), p.name()));
         }
-        names.push(format!("{}:sink", names.len()));
+        for _ in &self.sinks {
+            names.push(format!("{}:sink", names.len()));
+        }
         names
             .into_iter()
             .zip(self.counters.iter().cloned())

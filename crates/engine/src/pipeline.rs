@@ -268,8 +268,7 @@ impl Pipeline {
                                 if batch.num_rows() > 0 {
                                     for flow in flows.iter_mut().filter(|f| f.reads(i)) {
                                         let out = flow.process(i, &batch, &task_ctx)?;
-                                        flow.count_sink(&out);
-                                        write(&mut sinks[flow.sink], out, &metrics).await?;
+                                        write_flow(flow, &mut sinks, out, &metrics).await?;
                                     }
                                 }
                                 if position.is_some() {
@@ -524,6 +523,23 @@ async fn write(
     Ok(())
 }
 
+/// Writes a flow's rows to each of its sinks.
+async fn write_flow(
+    flow: &mut Flow,
+    sinks: &mut [SinkSlot],
+    out: Vec<RecordBatch>,
+    metrics: &PipelineMetrics,
+) -> Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    flow.count_sinks(&out);
+    for &s in &flow.sinks {
+        write(&mut sinks[s], out.clone(), metrics).await?;
+    }
+    Ok(())
+}
+
 async fn advance_all(
     flows: &mut [Flow],
     sinks: &mut [SinkSlot],
@@ -541,8 +557,7 @@ async fn advance_all(
         let Some(wm) = wm else { continue };
         lowest = lowest.min(wm);
         let out = flow.advance(wm, ctx)?;
-        flow.count_sink(&out);
-        write(&mut sinks[flow.sink], out, metrics).await?;
+        write_flow(flow, sinks, out, metrics).await?;
     }
     if lowest != i64::MAX {
         metrics.watermark.store(lowest, Ordering::Relaxed);

@@ -564,6 +564,27 @@ impl WindowAggregate {
         self.spec
     }
 
+    /// What the operator computes, as text: window, event time, keys, aggregates and filters.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{:?} time={} keys=[", self.spec, self.ts_expr);
+        for k in &self.keys {
+            s.push_str(&format!("{k}, "));
+        }
+        s.push_str("] aggs=[");
+        for a in &self.aggs {
+            s.push_str(&format!("{}(", a.expr.name()));
+            for e in &a.args {
+                s.push_str(&format!("{e}, "));
+            }
+            if let Some(f) = &a.filter {
+                s.push_str(&format!(") FILTER ({f}"));
+            }
+            s.push_str("), ");
+        }
+        s.push(']');
+        s
+    }
+
     /// Position of the window column (`STRUCT<start, end>`) in the output.
     pub fn window_column(&self) -> usize {
         self.window_pos

@@ -21,6 +21,7 @@
 //! unbounded stream.
 
 pub mod error;
+pub mod params;
 pub mod planner;
 pub mod rewrite;
 pub mod script;

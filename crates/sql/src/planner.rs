@@ -117,9 +117,12 @@ struct SourceTable {
 }
 
 struct FlowPlan {
-    target: String,
+    /// The tables its rows go to: INSERTs of the same rows share one flow.
+    targets: Vec<TableDef>,
     split: Split,
     output_schema: SchemaRef,
+    /// The whole plan as text: flows with the same key compute the same rows.
+    key: String,
 }
 
 /// A flow's physical plan cut at its windowed aggregates (see `skystream_engine::flow`).
@@ -179,6 +182,11 @@ pub struct PlanOptions {
     pub memory_limit: Option<usize>,
     /// Called for every `CREATE TABLE`.
     pub table_check: Option<TableCheck>,
+    /// Options of declared tables replaced from outside the script (`skystream run --with`,
+    /// benchmarks): table name -> options. With a `connector` the table's options are replaced
+    /// whole; without, each one given is set. Naming a table the script does not declare is an
+    /// error.
+    pub tables: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Plans a pipeline script with the connectors of `registry`.
@@ -257,6 +265,12 @@ pub async fn plan_script_with(
                         .or_at(pos)
                     })?;
                     values.insert(key.value.to_lowercase(), v);
+                }
+                if let Some(o) = options.tables.get(&name) {
+                    if o.contains_key("connector") {
+                        values.clear();
+                    }
+                    values.extend(o.iter().map(|(k, v)| (k.to_lowercase(), v.clone())));
                 }
                 let connector = values.remove("connector").ok_or_else(|| {
                     SqlError::new(format!("table '{name}' needs WITH (connector = '...')"))
@@ -425,9 +439,18 @@ pub async fn plan_script_with(
             "the script has no INSERT INTO or SELECT: nothing would run",
         ));
     }
+    if let Some(t) = options
+        .tables
+        .keys()
+        .find(|t| !sources.contains_key(*t) && !sinks.contains_key(*t))
+    {
+        return Err(SqlError::new(format!(
+            "options were given for table '{t}', which the script does not declare"
+        )));
+    }
 
     // Plan each flow.
-    let mut flows = Vec::new();
+    let mut flows: Vec<FlowPlan> = Vec::new();
     let mut explain = String::new();
     for (target, query, st) in queries {
         let pos = Some(st.start());
@@ -467,20 +490,31 @@ pub async fn plan_script_with(
             .map_err(|e| SqlError::from(e).or_at(pos))?;
         conn.validate_sink(&sink_def, &output_schema)
             .map_err(|e| SqlError::from(e).or_at(pos))?;
+        let key = flow_key(&split);
+        if let Some(f) = flows
+            .iter_mut()
+            .find(|f| f.key == key && f.output_schema == output_schema)
+        {
+            // The rows of an earlier INSERT: its flow writes this table too.
+            explain.push_str(&format!(
+                "INSERT INTO {}\n  the rows of INSERT INTO {}: one flow writes both\n",
+                sink_def.name, f.targets[0].name
+            ));
+            f.targets.push(sink_def);
+            continue;
+        }
         explain.push_str(&describe_flow(&sink_def.name, &split));
-        flows.push((
-            FlowPlan {
-                target: sink_def.name.clone(),
-                split,
-                output_schema,
-            },
-            sink_def,
-        ));
+        flows.push(FlowPlan {
+            targets: vec![sink_def],
+            split,
+            output_schema,
+            key,
+        });
     }
 
     // Sources: each used table once, decoding the columns any flow reads.
     let mut used: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (f, _) in &flows {
+    for f in &flows {
         for feed in f.split.feeds() {
             used.entry(feed.name.clone())
                 .or_default()
@@ -513,7 +547,7 @@ pub async fn plan_script_with(
             }),
             _ => None,
         };
-        for (f, _) in &flows {
+        for f in &flows {
             for feed in f.split.feeds() {
                 if feed.name == name {
                     feed.set_input_columns(&cols);
@@ -538,20 +572,25 @@ pub async fn plan_script_with(
     let mut sink_index: HashMap<String, usize> = HashMap::new();
     let mut pipeline_flows = Vec::new();
     let mut outputs = Vec::new();
-    for (f, def) in flows {
-        let idx = match sink_index.get(&def.name) {
-            Some(&i) => i,
-            None => {
-                let conn = registry.get(&def.connector)?;
-                let sink = conn.create_sink(&def, f.output_schema.clone())?;
-                sink_slots.push(SinkSlot {
-                    name: def.name.clone(),
-                    sink,
-                });
-                sink_index.insert(def.name.clone(), sink_slots.len() - 1);
-                sink_slots.len() - 1
-            }
-        };
+    for f in flows {
+        let mut sinks_of_flow = Vec::new();
+        for def in &f.targets {
+            let idx = match sink_index.get(&def.name) {
+                Some(&i) => i,
+                None => {
+                    let conn = registry.get(&def.connector)?;
+                    let sink = conn.create_sink(def, f.output_schema.clone())?;
+                    sink_slots.push(SinkSlot {
+                        name: def.name.clone(),
+                        sink,
+                    });
+                    sink_index.insert(def.name.clone(), sink_slots.len() - 1);
+                    sink_slots.len() - 1
+                }
+            };
+            sinks_of_flow.push(idx);
+            outputs.push(def.name.clone());
+        }
         let Split {
             heads,
             windows,
@@ -575,10 +614,14 @@ pub async fn plan_script_with(
                 output,
             })
             .collect();
-        outputs.push(f.target.clone());
-        pipeline_flows.push(
-            Flow::new(f.target, heads, windows, after, idx).map_err(SqlError::from)?,
-        );
+        let name = f
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        pipeline_flows
+            .push(Flow::new(name, heads, windows, after, sinks_of_flow).map_err(SqlError::from)?);
     }
     let task_ctx = ctx.task_ctx();
     Ok(PlannedPipeline {
@@ -875,6 +918,28 @@ fn collect_feeds(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<Feed>>) {
     for c in plan.children() {
         collect_feeds(c, out);
     }
+}
+
+/// What a flow computes, as text: its plans (in full) and windows, and what its feeds read.
+fn flow_key(split: &Split) -> String {
+    let mut k = String::new();
+    for (plan, feeds) in &split.heads {
+        k.push_str(&displayable(plan.as_ref()).indent(true).to_string());
+        for f in feeds {
+            k.push_str(&format!("feed {} {:?}\n", f.name, f.columns));
+        }
+    }
+    for (head, w, _) in &split.windows {
+        k.push_str(&format!(
+            "window of {head}: {} {:?}\n",
+            w.describe(),
+            w.schema()
+        ));
+    }
+    if let Some(p) = &split.after {
+        k.push_str(&displayable(p.as_ref()).indent(true).to_string());
+    }
+    k
 }
 
 fn describe_flow(target: &str, split: &Split) -> String {

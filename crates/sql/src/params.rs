@@ -1,4 +1,5 @@
-//! `${name}` and `${name:default}` placeholders in pipeline scripts, filled from `--set`.
+//! `${name}` and `${name:default}` placeholders in pipeline scripts, filled from parameters
+//! (`skystream run --set name=value`, `params` of the HTTP API).
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ pub fn substitute(sql: &str, vars: &BTreeMap<String, String>) -> Result<String, 
             Some(v) => out.push_str(v),
             None => {
                 return Err(format!(
-                    "the script uses ${{{name}}}: pass --set {name}=VALUE"
+                    "the script uses ${{{name}}}, which has no default: give it a value (skystream run --set {name}=VALUE, or \"params\": {{\"{name}\": ...}} over HTTP)"
                 ));
             }
         }
@@ -31,7 +32,7 @@ pub fn substitute(sql: &str, vars: &BTreeMap<String, String>) -> Result<String, 
     Ok(out)
 }
 
-/// Parses `key=value` pairs.
+/// Parses `key=value` pairs (`--set`).
 pub fn parse_sets(sets: &[String]) -> Result<BTreeMap<String, String>, String> {
     sets.iter()
         .map(|s| {
