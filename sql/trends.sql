@@ -111,14 +111,18 @@ CREATE VIEW scored AS
 SELECT *, (authors - expected) / sqrt(expected + 4.0) AS score, authors / expected AS growth
 FROM expected;
 
--- TrendAlert rows.
+-- TrendAlert rows. A keyword trending in several language groups at once (a word shared by
+-- languages, or posts without a language tag) is one trend: its strongest group is kept.
 CREATE VIEW trend_alerts AS
 SELECT keyword, lang, window_start, window_end, n AS count, authors, expected, baseline,
        score, growth, rank
 FROM (
     SELECT *, ROW_NUMBER() OVER (PARTITION BY window_end ORDER BY score DESC, keyword) AS rank
-    FROM scored
-    WHERE score >= ${min_score:5}
+    FROM (
+        SELECT *, ROW_NUMBER() OVER (PARTITION BY window_end, keyword ORDER BY score DESC, lang) AS by_lang
+        FROM scored
+        WHERE score >= ${min_score:5})
+    WHERE by_lang = 1
 )
 WHERE rank <= ${top:10};
 

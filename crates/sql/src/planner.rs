@@ -125,10 +125,13 @@ struct FlowPlan {
     key: String,
 }
 
+/// A plan reading the sources, with its source feeds.
+type HeadPlan = (Arc<dyn ExecutionPlan>, Vec<Arc<Feed>>);
+
 /// A flow's physical plan cut at its windowed aggregates (see `skystream_engine::flow`).
 struct Split {
     /// Plans reading the sources, with their source feeds.
-    heads: Vec<(Arc<dyn ExecutionPlan>, Vec<Arc<Feed>>)>,
+    heads: Vec<HeadPlan>,
     /// Each window, the head it reads and the feed of `after` it fills.
     windows: Vec<(usize, WindowAggregate, Option<Arc<Feed>>)>,
     after: Option<Arc<dyn ExecutionPlan>>,
@@ -693,7 +696,7 @@ fn split_flow(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Split> {
         });
     }
     let single = cuts.len() == 1;
-    let mut heads: Vec<(Arc<dyn ExecutionPlan>, Vec<Arc<Feed>>)> = Vec::new();
+    let mut heads: Vec<HeadPlan> = Vec::new();
     let mut head_keys: Vec<String> = Vec::new();
     let mut windows = Vec::new();
     for (w, below, feed) in cuts {
