@@ -7,8 +7,10 @@
 #     stops and restarts (durable storage) and the lake   -> SKYSTREAM_S3_ENDPOINT
 #   Redis: redis-server (Debian package) on 127.0.0.1:6379       -> SKYSTREAM_REDIS
 #   schemathesis (PyPI), a tool the API test runs                -> SKYSTREAM_SCHEMATHESIS
+#   SQL clients for the SQL endpoint test: psql (Debian postgresql-client), and SQLAlchemy 1.4
+#     with psycopg2 (PyPI; what Superset connects with)          -> SKYSTREAM_PYTHON
 # Logs go to $SKYSTREAM_SERVICES_DIR (default /tmp/skystream-services).
-# SKYSTREAM_SERVICES lists the ones to start (default: "kafka s3 redis schemathesis").
+# SKYSTREAM_SERVICES lists the ones to start (default: "kafka s3 redis schemathesis sqlclients").
 
 svc_dir="${SKYSTREAM_SERVICES_DIR:-/tmp/skystream-services}"
 mkdir -p "$svc_dir"
@@ -39,7 +41,7 @@ svc_tansu_bin() {
 export SKYSTREAM_KAFKA="${SKYSTREAM_KAFKA:-127.0.0.1:9092}"
 export SKYSTREAM_S3_ENDPOINT="${SKYSTREAM_S3_ENDPOINT:-http://127.0.0.1:9000}"
 
-svc_wanted() { [[ " ${SKYSTREAM_SERVICES:-kafka s3 redis schemathesis} " == *" $1 "* ]]; }
+svc_wanted() { [[ " ${SKYSTREAM_SERVICES:-kafka s3 redis schemathesis sqlclients} " == *" $1 "* ]]; }
 
 kafka_host="${SKYSTREAM_KAFKA%:*}"
 kafka_port="${SKYSTREAM_KAFKA##*:}"
@@ -102,4 +104,17 @@ if svc_wanted schemathesis; then
         st_bin="$(svc_st_bin)"
     fi
     export SKYSTREAM_SCHEMATHESIS="${SKYSTREAM_SCHEMATHESIS:-$st_bin}"
+fi
+
+# psql and SQLAlchemy + psycopg2 talk to the SQL endpoint (tests/tests/sql_endpoint.rs).
+if svc_wanted sqlclients; then
+    if ! command -v psql >/dev/null 2>&1; then
+        echo "services: installing psql (Debian postgresql-client)" >&2
+        (apt-get install -y -qq postgresql-client || sudo apt-get install -y -qq postgresql-client) >&2
+    fi
+    if ! python3 -c 'import sys, sqlalchemy, psycopg2; sys.exit(not sqlalchemy.__version__.startswith("1.4"))' 2>/dev/null; then
+        echo "services: installing SQLAlchemy 1.4 and psycopg2 (PyPI)" >&2
+        svc_pip 'sqlalchemy>=1.4,<2' 'psycopg2-binary>=2.9'
+    fi
+    export SKYSTREAM_PYTHON="${SKYSTREAM_PYTHON:-python3}"
 fi
