@@ -7,10 +7,12 @@
 #     stops and restarts (durable storage) and the lake   -> SKYSTREAM_S3_ENDPOINT
 #   Redis: redis-server (Debian package) on 127.0.0.1:6379       -> SKYSTREAM_REDIS
 #   schemathesis (PyPI), a tool the API test runs                -> SKYSTREAM_SCHEMATHESIS
+#   Prometheus (Debian prometheus: prometheus, promtool) for the deploy and Prometheus tests
+#                                                   -> SKYSTREAM_PROMETHEUS, SKYSTREAM_PROMTOOL
 #   SQL clients for the SQL endpoint test: psql (Debian postgresql-client), and SQLAlchemy 1.4
 #     with psycopg2 (PyPI; what Superset connects with)          -> SKYSTREAM_PYTHON
 # Logs go to $SKYSTREAM_SERVICES_DIR (default /tmp/skystream-services).
-# SKYSTREAM_SERVICES lists the ones to start (default: "kafka s3 redis schemathesis sqlclients").
+# SKYSTREAM_SERVICES lists the ones to start (default: "kafka s3 redis schemathesis sqlclients prometheus").
 
 svc_dir="${SKYSTREAM_SERVICES_DIR:-/tmp/skystream-services}"
 mkdir -p "$svc_dir"
@@ -41,7 +43,7 @@ svc_tansu_bin() {
 export SKYSTREAM_KAFKA="${SKYSTREAM_KAFKA:-127.0.0.1:9092}"
 export SKYSTREAM_S3_ENDPOINT="${SKYSTREAM_S3_ENDPOINT:-http://127.0.0.1:9000}"
 
-svc_wanted() { [[ " ${SKYSTREAM_SERVICES:-kafka s3 redis schemathesis sqlclients} " == *" $1 "* ]]; }
+svc_wanted() { [[ " ${SKYSTREAM_SERVICES:-kafka s3 redis schemathesis sqlclients prometheus} " == *" $1 "* ]]; }
 
 kafka_host="${SKYSTREAM_KAFKA%:*}"
 kafka_port="${SKYSTREAM_KAFKA##*:}"
@@ -117,4 +119,14 @@ if svc_wanted sqlclients; then
         svc_pip 'sqlalchemy>=1.4,<2' 'psycopg2-binary>=2.9'
     fi
     export SKYSTREAM_PYTHON="${SKYSTREAM_PYTHON:-python3}"
+fi
+
+# Debian's Prometheus: tests/tests/prometheus.rs runs it, tests/tests/deploy.rs runs promtool.
+if svc_wanted prometheus; then
+    if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+        echo "services: installing prometheus (Debian)" >&2
+        (apt-get install -y -qq prometheus || sudo apt-get install -y -qq prometheus) >&2
+    fi
+    export SKYSTREAM_PROMETHEUS="${SKYSTREAM_PROMETHEUS:-$(command -v prometheus || true)}"
+    export SKYSTREAM_PROMTOOL="${SKYSTREAM_PROMTOOL:-$(command -v promtool || true)}"
 fi

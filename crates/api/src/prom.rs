@@ -29,7 +29,7 @@ pub fn render(manager: &Manager) -> String {
         let _ = writeln!(out, "skystream_pipelines{{state=\"{name}\"}} {n}");
     }
     type Get = fn(&skystream_engine::metrics::MetricsSnapshot) -> Option<f64>;
-    let series: [(&str, &str, &str, Get); 13] = [
+    let series: [(&str, &str, &str, Get); 15] = [
         (
             "rows_in_total",
             "counter",
@@ -81,6 +81,22 @@ pub fn render(manager: &Manager) -> String {
         ("checkpoints_total", "counter", "Checkpoints stored.", |m| {
             Some(m.checkpoints as f64)
         }),
+        (
+            "last_checkpoint_duration_seconds",
+            "gauge",
+            "How long the last stored checkpoint took.",
+            |m| {
+                m.last_checkpoint
+                    .as_ref()
+                    .map(|c| c.duration_us as f64 / 1e6)
+            },
+        ),
+        (
+            "last_checkpoint_bytes",
+            "gauge",
+            "Size of the last stored checkpoint.",
+            |m| m.last_checkpoint.as_ref().map(|c| c.bytes as f64),
+        ),
         (
             "checkpoint_failures_total",
             "counter",

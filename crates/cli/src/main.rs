@@ -35,7 +35,7 @@ enum Command {
     /// Run a pipeline script (CREATE TABLE / CREATE VIEW / INSERT INTO statements).
     Run {
         /// The script: a file, or the name of a shipped one (demo, trends, top_counts,
-        /// keyword_counts, hashtag_counts).
+        /// keyword_counts, hashtag_counts, post_volume).
         file: PathBuf,
         /// Fill a ${name} placeholder of the script: --set rate=100 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -266,15 +266,20 @@ fn parse_with(with: &[String]) -> Result<BTreeMap<String, BTreeMap<String, Strin
 /// The script at `file`; a name without a file (`trends`, `sql/trends.sql` from another
 /// directory) is the shipped script of that name.
 fn read_script(file: &PathBuf, sets: &[String]) -> Result<String> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => match shipped::by_name(&file.to_string_lossy()) {
-            Some(t) if e.kind() == std::io::ErrorKind::NotFound => t.to_string(),
-            _ => return Err(e).with_context(|| format!("cannot read {}", file.display())),
-        },
-    };
+    let text = script_text(file)?;
     let vars = skystream_sql::params::parse_sets(sets).map_err(anyhow::Error::msg)?;
     skystream_sql::params::substitute(&text, &vars).map_err(anyhow::Error::msg)
+}
+
+/// The text of the script at `file`, or of the shipped script of that name.
+pub(crate) fn script_text(file: &std::path::Path) -> Result<String> {
+    match std::fs::read_to_string(file) {
+        Ok(t) => Ok(t),
+        Err(e) => match shipped::by_name(&file.to_string_lossy()) {
+            Some(t) if e.kind() == std::io::ErrorKind::NotFound => Ok(t.to_string()),
+            _ => Err(e).with_context(|| format!("cannot read {}", file.display())),
+        },
+    }
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {

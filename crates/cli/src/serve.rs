@@ -77,6 +77,37 @@ pub struct ServeArgs {
     /// Seconds between re-listings of the lake (new datasets and files).
     #[arg(long, default_value_t = 10.0)]
     sql_refresh: f64,
+    /// A pipeline to create at start unless one of that name exists (repeatable): NAME for a
+    /// shipped script of sql/ (trends, keyword_counts, ...), or NAME=FILE.
+    #[arg(long = "pipeline", value_name = "NAME[=FILE]")]
+    pipelines: Vec<String>,
+    /// A parameter of those pipelines' scripts (repeatable): --set kafka=kafka:9092.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    sets: Vec<String>,
+}
+
+/// Creates the `--pipeline` pipelines that do not exist yet (a restarted server keeps, and
+/// resumes, the ones it made before).
+async fn create_pipelines(manager: &Manager, specs: &[String], sets: &[String]) -> Result<()> {
+    let params = skystream_sql::params::parse_sets(sets).map_err(anyhow::Error::msg)?;
+    for spec in specs {
+        let (name, file) = spec.split_once('=').unwrap_or((spec, spec));
+        if manager.list().iter().any(|p| p.name == name) {
+            continue;
+        }
+        let query = crate::script_text(std::path::Path::new(file))?;
+        let p = manager
+            .create(skystream_api::manager::NewPipeline {
+                name: name.to_string(),
+                query,
+                params: Some(params.clone()),
+                checkpoint_interval: None,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("--pipeline {spec}: {e}"))?;
+        eprintln!("pipeline '{name}' created ({}), writing {:?}", p.id, p.outputs);
+    }
+    Ok(())
 }
 
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
@@ -292,6 +323,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             "skystream API on http://{} (OpenAPI: /api/v1/openapi.json)",
             server.addr
         );
+        create_pipelines(&server.state.manager, &args.pipelines, &args.sets).await?;
         let sql = match sql {
             Some((addr, cfg)) => {
                 let manager = server.state.manager.clone();

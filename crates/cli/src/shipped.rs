@@ -12,6 +12,8 @@ pub const TOP_COUNTS: &str = include_str!("../../../sql/top_counts.sql");
 pub const KEYWORD_COUNTS: &str = include_str!("../../../sql/keyword_counts.sql");
 /// Hashtag counts per language and minute into the lake.
 pub const HASHTAG_COUNTS: &str = include_str!("../../../sql/hashtag_counts.sql");
+/// Posts per language and minute into the lake.
+pub const POST_VOLUME: &str = include_str!("../../../sql/post_volume.sql");
 
 /// The shipped scripts by name (`trends`, `sql/trends.sql` and `trends.sql` all name
 /// [`TRENDS`]).
@@ -23,6 +25,7 @@ pub fn by_name(name: &str) -> Option<&'static str> {
         "top_counts" => TOP_COUNTS,
         "keyword_counts" => KEYWORD_COUNTS,
         "hashtag_counts" => HASHTAG_COUNTS,
+        "post_volume" => POST_VOLUME,
         _ => return None,
     })
 }
@@ -161,5 +164,42 @@ mod tests {
                 assert_eq!(cols(&b.schema()), cols(&want), "{sink}");
             }
         }
+    }
+
+    /// Post volume: one row per language and minute, and the counts add up to the posts.
+    #[tokio::test]
+    async fn post_volume_counts_every_post_once() {
+        let reg = skystream_registry::registry();
+        let opts = skystream_sql::PlanOptions {
+            tables: in_memory(synthetic(3), &["post_volume"]),
+            ..Default::default()
+        };
+        let p = skystream_sql::plan_script_with(&defaults(POST_VOLUME, &[]), &reg, &opts)
+            .await
+            .unwrap();
+        let metrics = p.pipeline.run().await.unwrap().metrics;
+        let (_, batches) = reg.memory().batches("post_volume").unwrap();
+        let mut total = 0u64;
+        let mut keys = std::collections::BTreeSet::new();
+        for b in &batches {
+            let end = b.column_by_name("window_end").unwrap();
+            let end = arrow::compute::cast(end, &arrow::datatypes::DataType::Int64).unwrap();
+            let end = end.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+            let lang = arrow::compute::cast(
+                b.column_by_name("lang").unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let lang = lang.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            let posts = b.column_by_name("posts").unwrap();
+            let posts = posts.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+            for i in 0..b.num_rows() {
+                assert!(keys.insert((end.value(i), lang.value(i).to_string())));
+                total += posts.value(i) as u64;
+            }
+        }
+        assert!(keys.len() > 1);
+        assert_eq!(metrics.late_rows, 0);
+        assert_eq!(total, metrics.rows_in);
     }
 }

@@ -1,0 +1,237 @@
+"""Looks at the provisioned Superset as a person would, and checks its numbers.
+
+1. Logs in over the REST API and, for every chart of the "Bluesky trends" dashboard, asks
+   /api/v1/chart/data for the rows the chart shows; compares them with the lake's Parquet files
+   read directly with pyarrow.
+2. Opens the dashboard in headless Chromium (selenium), waits until its four charts have
+   rendered (a canvas or a table with rows, no error), and saves a screenshot.
+
+Usage (with Superset's venv python, which has requests, pyarrow and selenium):
+  check_dashboard.py --url http://127.0.0.1:8088 --lake DIR --screenshot OUT.png
+"""
+
+import argparse
+import collections
+import json
+import sys
+import time
+
+import pyarrow.dataset as ds
+import requests
+
+
+def lake_table(lake, name):
+    return ds.dataset(f"{lake}/{name}", format="parquet", partitioning="hive").to_table()
+
+
+def sums(table, key, value, keep=None):
+    out = collections.Counter()
+    for k, v in zip(table.column(key).to_pylist(), table.column(value).to_pylist()):
+        out[keep(k) if keep else k] += v
+    return out
+
+
+class Superset:
+    def __init__(self, url, user, password):
+        self.url = url.rstrip("/")
+        self.s = requests.Session()
+        r = self.s.post(
+            f"{self.url}/api/v1/security/login",
+            json={"username": user, "password": password, "provider": "db", "refresh": True},
+            timeout=30,
+        )
+        r.raise_for_status()
+        self.s.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+    def get(self, path, **params):
+        r = self.s.get(f"{self.url}{path}", params=params, timeout=60)
+        r.raise_for_status()
+        return r.json()
+
+    def chart_data(self, dataset_id, query):
+        body = {
+            "datasource": {"id": dataset_id, "type": "table"},
+            "queries": [query],
+            "result_format": "json",
+            "result_type": "full",
+        }
+        r = self.s.post(f"{self.url}/api/v1/chart/data", json=body, timeout=120)
+        if r.status_code != 200:
+            raise AssertionError(f"chart data {r.status_code}: {r.text[:2000]}")
+        res = r.json()["result"][0]
+        if res.get("error"):
+            raise AssertionError(f"chart data error: {res['error']}")
+        return res["data"]
+
+
+def top(counter, n):
+    """The n largest, and the value a row must beat to be certain to be among them (ties)."""
+    items = counter.most_common()
+    cut = items[n - 1][1] if len(items) >= n else 0
+    return items, cut
+
+
+def check_top(name, got_rows, key, metric, counter, n):
+    got = {r[key]: r[metric] for r in got_rows}
+    assert len(got) == min(n, len(counter)), f"{name}: {len(got)} rows: {got_rows}"
+    items, cut = top(counter, n)
+    for k, v in got.items():
+        assert counter[k] == v, f"{name}: {k} = {v} in Superset, {counter[k]} in the lake"
+        assert v >= cut, f"{name}: {k} ({v}) is not among the top {n} (cut {cut})"
+    for k, v in items:
+        if v > cut:
+            assert k in got, f"{name}: {k} ({v}) missing from the top {n}"
+    print(f"  {name}: {len(got)} rows match the lake (top: {items[0][0]} = {items[0][1]})")
+
+
+def check_numbers(sup, lake):
+    dash = sup.get("/api/v1/dashboard/bluesky-trends")["result"]
+    charts = sup.get("/api/v1/dashboard/bluesky-trends/charts")["result"]
+    names = sorted(c["slice_name"] for c in charts)
+    print(f"dashboard '{dash['dashboard_title']}': {names}")
+    assert len(charts) == 4, names
+    datasets = {
+        d["table_name"]: d["id"]
+        for d in sup.get("/api/v1/dataset/", q="(page_size:100)")["result"]
+    }
+    time_axis = lambda grain: {  # noqa: E731
+        "columnType": "BASE_AXIS",
+        "sqlExpression": "window_end",
+        "label": "window_end",
+        "expressionType": "SQL",
+        "timeGrain": grain,
+    }
+
+    kc = lake_table(lake, "keyword_counts")
+    counter = sums(kc, "keyword", "count")
+    rows = sup.chart_data(
+        datasets["keyword_counts"],
+        {"columns": ["keyword"], "metrics": ["mentions"], "orderby": [["mentions", False]],
+         "row_limit": 10},
+    )
+    check_top("mentions by keyword", rows, "keyword", "mentions", counter, 10)
+    # The line chart's hourly grain: per-hour sums of the whole lake.
+    hourly = sums(kc, "window_end", "count", keep=lambda t: t.replace(minute=0, second=0, microsecond=0))
+    rows = sup.chart_data(
+        datasets["keyword_counts"],
+        {"columns": [time_axis("PT1H")], "metrics": ["mentions"], "row_limit": 10000,
+         "orderby": [[time_axis("PT1H"), True]]},
+    )
+    got = sorted(r["mentions"] for r in rows)
+    assert got == sorted(hourly.values()), f"hourly: {rows} vs {hourly}"
+    print(f"  mentions per hour: {len(rows)} hours match the lake")
+
+    hc = lake_table(lake, "hashtag_counts")
+    rows = sup.chart_data(
+        datasets["hashtag_counts"],
+        {"columns": ["keyword"], "metrics": ["mentions"], "orderby": [["mentions", False]],
+         "row_limit": 15},
+    )
+    check_top("hashtag leaderboard", rows, "keyword", "mentions", sums(hc, "keyword", "count"), 15)
+
+    pv = lake_table(lake, "post_volume")
+    per_lang = sums(pv, "lang", "posts")
+    rows = sup.chart_data(
+        datasets["post_volume"],
+        {"columns": ["lang"], "metrics": ["posts"], "row_limit": 1000},
+    )
+    assert {r["lang"]: r["posts"] for r in rows} == dict(per_lang), f"{rows} vs {per_lang}"
+    print(f"  posts by language: {len(rows)} languages match the lake ({sum(per_lang.values())} posts)")
+    per_minute = sums(pv, "window_end", "posts")
+    rows = sup.chart_data(
+        datasets["post_volume"],
+        {"columns": [time_axis("PT1M")], "metrics": ["posts"], "row_limit": 100000},
+    )
+    assert sorted(r["posts"] for r in rows) == sorted(per_minute.values())
+    print(f"  posts per minute: {len(rows)} minutes match the lake")
+
+    ta = lake_table(lake, "trend_alerts").to_pylist()
+    latest = max(r["window_end"] for r in ta)
+    want = sorted((r["rank"], r["keyword"]) for r in ta if r["window_end"] == latest)
+    rows = sup.chart_data(
+        datasets["current_trends"],
+        {"columns": ["rank", "keyword", "score"], "metrics": [], "row_limit": 100,
+         "orderby": [["rank", True]]},
+    )
+    got = sorted((r["rank"], r["keyword"]) for r in rows)
+    assert got == want, f"current trends: {got} vs {want}"
+    print(f"  current trends: {len(got)} rows of window {latest} match the lake")
+
+
+def screenshot(url, user, password, out, chromium, chromedriver):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    import tempfile
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--window-size=1600,1200",
+              f"--user-data-dir={tempfile.mkdtemp(prefix='skystream-chromium-')}"]:
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
+    try:
+        driver.set_page_load_timeout(120)
+        driver.get(f"{url}/login/")
+        deadline = time.time() + 60
+        while not driver.find_elements(By.ID, "username"):
+            assert time.time() < deadline, "no login form"
+            time.sleep(0.5)
+        driver.find_element(By.ID, "username").send_keys(user)
+        pw = driver.find_element(By.ID, "password")
+        pw.send_keys(password)
+        pw.send_keys(Keys.ENTER)
+        time.sleep(3)
+        driver.get(f"{url}/superset/dashboard/bluesky-trends/?standalone=1")
+        deadline = time.time() + 120
+        state = {}
+        while True:
+            state = driver.execute_script(
+                """
+                const cs = [...document.querySelectorAll('.chart-container')];
+                return {
+                  charts: cs.length,
+                  rendered: cs.filter(c => c.querySelector('canvas, svg, table tbody tr')).length,
+                  errors: [...document.querySelectorAll('.dashboard-component-chart-holder')]
+                    .map(h => h.querySelector('[role=alert], .alert-danger, .ant-alert-error'))
+                    .filter(e => e).map(e => e.innerText.slice(0, 300)),
+                };
+                """
+            )
+            if state["charts"] >= 4 and state["rendered"] >= 4:
+                break
+            assert not state["errors"], f"chart errors on the dashboard: {state['errors']}"
+            assert time.time() < deadline, f"dashboard did not render: {state}"
+            time.sleep(1)
+        time.sleep(3)  # let the charts' animations finish
+        driver.save_screenshot(out)
+        print(f"  dashboard rendered: {state['rendered']} charts; screenshot: {out}")
+    finally:
+        driver.quit()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", default="http://127.0.0.1:8088")
+    ap.add_argument("--user", default="admin")
+    ap.add_argument("--password", default="admin")
+    ap.add_argument("--lake", required=True)
+    ap.add_argument("--screenshot", required=True)
+    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--chromedriver", default="/usr/bin/chromedriver")
+    a = ap.parse_args()
+    sup = Superset(a.url, a.user, a.password)
+    check_numbers(sup, a.lake)
+    screenshot(a.url, a.user, a.password, a.screenshot, a.chromium, a.chromedriver)
+    print("superset: OK")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"superset check FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
