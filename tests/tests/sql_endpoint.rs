@@ -220,13 +220,13 @@ async fn psql_reads_the_lake_and_live_tables_and_cannot_write() {
 
     // A wrong password, or user, is refused.
     let e = psql(addr, "wrong", "SELECT 1").await.unwrap_err();
-    assert!(e.contains("password"), "{e}");
+    assert!(e.to_lowercase().contains("password authentication failed"), "{e}");
 
     // A statement past the timeout is cancelled (57014); one past the memory limit fails alone.
     let e = psql(
         addr,
         PASSWORD,
-        "SELECT count(*) FROM generate_series(1, 100000000000) a",
+        "SELECT count(*) FROM generate_series(1, 100000000000)",
     )
     .await
     .unwrap_err();
@@ -234,7 +234,7 @@ async fn psql_reads_the_lake_and_live_tables_and_cannot_write() {
     let e = psql(
         addr,
         PASSWORD,
-        "SELECT a, repeat('x', 100) FROM generate_series(1, 5000000) t(a) ORDER BY a DESC",
+        "SELECT value, repeat('x', 100) FROM generate_series(1, 5000000) ORDER BY value DESC",
     )
     .await
     .unwrap_err();
@@ -366,7 +366,10 @@ async fn sqlalchemy_reflects_and_queries_like_superset() {
             .unwrap()
             .starts_with("PostgreSQL 16.6")
     );
-    assert_eq!(v["databases"], serde_json::json!(["skystream"]), "{v}");
+    assert!(
+        v["databases"].as_array().unwrap().contains(&"skystream".into()),
+        "{v}"
+    );
     let hourly: u64 = v["hourly"]
         .as_array()
         .unwrap()

@@ -295,9 +295,15 @@ impl QueryHook for Executor {
                 // Nothing here has a primary key, a unique constraint or an index: answer the
                 // reflection query with its columns and no rows.
                 tracing::debug!("key/index reflection answered empty: {e}");
+                let mut seen = std::collections::HashSet::new();
                 let fields: Vec<Field> = output_names(statement)
                     .into_iter()
-                    .map(|n| Field::new(n, DataType::Utf8, true))
+                    .enumerate()
+                    .map(|(i, n)| {
+                        // Arrow schemas need distinct names (`NULL, NULL` are both ?column?).
+                        let n = if seen.insert(n.clone()) { n } else { format!("{n}_{i}") };
+                        Field::new(n, DataType::Utf8, true)
+                    })
                     .collect();
                 respond(ctx, Arc::new(Schema::new(fields)), vec![], client).await
             }
