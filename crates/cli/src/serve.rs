@@ -88,7 +88,7 @@ pub struct ServeArgs {
 
 /// Creates the `--pipeline` pipelines that do not exist yet (a restarted server keeps, and
 /// resumes, the ones it made before).
-async fn create_pipelines(manager: &Manager, specs: &[String], sets: &[String]) -> Result<()> {
+async fn create_pipelines(manager: &Arc<Manager>, specs: &[String], sets: &[String]) -> Result<()> {
     let params = skystream_sql::params::parse_sets(sets).map_err(anyhow::Error::msg)?;
     for spec in specs {
         let (name, file) = spec.split_once('=').unwrap_or((spec, spec));
