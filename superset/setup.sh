@@ -70,4 +70,6 @@ PY
 (cd "$tmp" && python3 -m zipfile -c bundle.zip skystream_bundle/)
 log "importing the dashboard bundle"
 "$superset" import-dashboards -p "$tmp/bundle.zip" -u admin
+# An import over an existing connection keeps its old password: set the URI explicitly.
+"$superset" set-database-uri -d skystream -u "$sql_uri" >/dev/null
 log "done: dashboard /superset/dashboard/bluesky-trends/ (admin / $admin_password)"

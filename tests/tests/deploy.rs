@@ -60,7 +60,10 @@ fn compose_file_is_complete() {
             "{name}: no image or build"
         );
         if let Some(ctx) = svc.get("build").and_then(|b| b.as_str()) {
-            assert!(root.join(ctx).join("Dockerfile").is_file(), "{name}: build {ctx}");
+            assert!(
+                root.join(ctx).join("Dockerfile").is_file(),
+                "{name}: build {ctx}"
+            );
         }
         for dep in str_list(&svc["depends_on"]) {
             assert!(names.contains(&dep), "{name} depends on unknown {dep}");
@@ -71,7 +74,10 @@ fn compose_file_is_complete() {
                 let p = root.join(source);
                 assert!(p.exists(), "{name} mounts {source}, which does not exist");
             } else {
-                assert!(volumes.contains(source), "{name}: volume {source} not declared");
+                assert!(
+                    volumes.contains(source),
+                    "{name}: volume {source} not declared"
+                );
             }
         }
     }
@@ -95,7 +101,11 @@ fn compose_file_is_complete() {
     }
     // Grafana and Prometheus read what compose mounts.
     let prometheus = str_list(&services["prometheus"]["volumes"]);
-    assert!(prometheus.iter().any(|v| v.starts_with("./deploy/prometheus/prometheus.yml:")));
+    assert!(
+        prometheus
+            .iter()
+            .any(|v| v.starts_with("./deploy/prometheus/prometheus.yml:"))
+    );
     assert!(root.join("Dockerfile").is_file() && root.join(".dockerignore").is_file());
 }
 
@@ -135,7 +145,8 @@ fn prometheus_config_scrapes_every_skystream_service() {
 
 /// The PromQL expressions of the provisioned Grafana dashboard.
 pub fn grafana_expressions(root: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(root.join("deploy/grafana/dashboards/skystream.json")).unwrap();
+    let text =
+        std::fs::read_to_string(root.join("deploy/grafana/dashboards/skystream.json")).unwrap();
     let dash: Value = serde_json::from_str(&text).unwrap();
     dash["panels"]
         .as_array()
@@ -159,7 +170,8 @@ fn grafana_is_provisioned_with_the_operations_dashboard() {
         provider["providers"][0]["options"]["path"].as_str(),
         Some("/var/lib/grafana/dashboards")
     );
-    let text = std::fs::read_to_string(root.join("deploy/grafana/dashboards/skystream.json")).unwrap();
+    let text =
+        std::fs::read_to_string(root.join("deploy/grafana/dashboards/skystream.json")).unwrap();
     let dash: Value = serde_json::from_str(&text).unwrap();
     let titles: Vec<&str> = dash["panels"]
         .as_array()

@@ -81,7 +81,8 @@ async fn prometheus_scrapes_serve_and_ingest() {
         .await
         .unwrap();
     let c = reqwest::Client::new();
-    let query_sql = "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
+    let query_sql =
+        "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
         WITH (connector = 'synthetic', rate = '20', speed = '120', duration = '10h', seed = '4');
         CREATE TABLE out WITH (connector = 'memory');
         INSERT INTO out SELECT win['end'] AS window_end, keyword, n FROM (
@@ -111,7 +112,13 @@ async fn prometheus_scrapes_serve_and_ingest() {
     let ingest_port = free_port();
     let _ingest = Killed(
         Command::new(skystream_bin())
-            .args(["ingest", "--jetstream", &js.url(), "--bootstrap-servers", &kafka()])
+            .args([
+                "ingest",
+                "--jetstream",
+                &js.url(),
+                "--bootstrap-servers",
+                &kafka(),
+            ])
             .args(["--topic", &unique_topic("prom-posts")])
             .arg("--cursor-file")
             .arg(tmp.join("cursor.json"))
@@ -123,7 +130,8 @@ async fn prometheus_scrapes_serve_and_ingest() {
     );
 
     // Prometheus with the shipped configuration's jobs, pointed at these two.
-    let shipped = std::fs::read_to_string(repo_root().join("deploy/prometheus/prometheus.yml")).unwrap();
+    let shipped =
+        std::fs::read_to_string(repo_root().join("deploy/prometheus/prometheus.yml")).unwrap();
     let config = shipped
         .replace("scrape_interval: 5s", "scrape_interval: 1s")
         .replace("skystream:8080", &server.addr.to_string())
@@ -134,8 +142,14 @@ async fn prometheus_scrapes_serve_and_ingest() {
     let prometheus = std::env::var("SKYSTREAM_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
     let _prom = Killed(
         Command::new(&prometheus)
-            .arg(format!("--config.file={}", tmp.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", tmp.join("tsdb").display()))
+            .arg(format!(
+                "--config.file={}",
+                tmp.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -179,21 +193,30 @@ async fn prometheus_scrapes_serve_and_ingest() {
             .await
             .ok()
             .flatten();
-            let found = r.is_some_and(|v| v["data"]["result"].as_array().is_some_and(|a| !a.is_empty()));
+            let found = r.is_some_and(|v| {
+                v["data"]["result"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            });
             if !found {
                 still.push(e);
             }
         }
         missing = still;
         if !missing.is_empty() {
-            assert!(Instant::now() < until, "not scraped after 90 s: {missing:?}");
+            assert!(
+                Instant::now() < until,
+                "not scraped after 90 s: {missing:?}"
+            );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
     // The Grafana dashboard's expressions are valid PromQL over these series; the pipeline and
     // ingest rates it plots have data.
-    let text = std::fs::read_to_string(repo_root().join("deploy/grafana/dashboards/skystream.json")).unwrap();
+    let text =
+        std::fs::read_to_string(repo_root().join("deploy/grafana/dashboards/skystream.json"))
+            .unwrap();
     let dash: Value = serde_json::from_str(&text).unwrap();
     let mut with_data = 0;
     for p in dash["panels"].as_array().unwrap() {

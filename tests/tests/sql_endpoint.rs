@@ -220,7 +220,10 @@ async fn psql_reads_the_lake_and_live_tables_and_cannot_write() {
 
     // A wrong password, or user, is refused.
     let e = psql(addr, "wrong", "SELECT 1").await.unwrap_err();
-    assert!(e.to_lowercase().contains("password authentication failed"), "{e}");
+    assert!(
+        e.to_lowercase().contains("password authentication failed"),
+        "{e}"
+    );
 
     // A statement past the timeout is cancelled (57014); one past the memory limit fails alone.
     let e = psql(
@@ -367,7 +370,10 @@ async fn sqlalchemy_reflects_and_queries_like_superset() {
             .starts_with("PostgreSQL 16.6")
     );
     assert!(
-        v["databases"].as_array().unwrap().contains(&"skystream".into()),
+        v["databases"]
+            .as_array()
+            .unwrap()
+            .contains(&"skystream".into()),
         "{v}"
     );
     let hourly: u64 = v["hourly"]

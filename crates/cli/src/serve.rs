@@ -105,7 +105,10 @@ async fn create_pipelines(manager: &Arc<Manager>, specs: &[String], sets: &[Stri
             })
             .await
             .map_err(|e| anyhow::anyhow!("--pipeline {spec}: {e}"))?;
-        eprintln!("pipeline '{name}' created ({}), writing {:?}", p.id, p.outputs);
+        eprintln!(
+            "pipeline '{name}' created ({}), writing {:?}",
+            p.id, p.outputs
+        );
     }
     Ok(())
 }

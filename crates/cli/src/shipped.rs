@@ -184,15 +184,24 @@ mod tests {
         for b in &batches {
             let end = b.column_by_name("window_end").unwrap();
             let end = arrow::compute::cast(end, &arrow::datatypes::DataType::Int64).unwrap();
-            let end = end.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+            let end = end
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
             let lang = arrow::compute::cast(
                 b.column_by_name("lang").unwrap(),
                 &arrow::datatypes::DataType::Utf8,
             )
             .unwrap();
-            let lang = lang.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            let lang = lang
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
             let posts = b.column_by_name("posts").unwrap();
-            let posts = posts.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+            let posts = posts
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
             for i in 0..b.num_rows() {
                 assert!(keys.insert((end.value(i), lang.value(i).to_string())));
                 total += posts.value(i) as u64;

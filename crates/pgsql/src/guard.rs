@@ -301,7 +301,11 @@ impl QueryHook for Executor {
                     .enumerate()
                     .map(|(i, n)| {
                         // Arrow schemas need distinct names (`NULL, NULL` are both ?column?).
-                        let n = if seen.insert(n.clone()) { n } else { format!("{n}_{i}") };
+                        let n = if seen.insert(n.clone()) {
+                            n
+                        } else {
+                            format!("{n}_{i}")
+                        };
                         Field::new(n, DataType::Utf8, true)
                     })
                     .collect();
