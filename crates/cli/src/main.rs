@@ -265,7 +265,7 @@ fn parse_with(with: &[String]) -> Result<BTreeMap<String, BTreeMap<String, Strin
 
 /// The script at `file`; a name without a file (`trends`, `sql/trends.sql` from another
 /// directory) is the shipped script of that name.
-fn read_script(file: &PathBuf, sets: &[String]) -> Result<String> {
+fn read_script(file: &std::path::Path, sets: &[String]) -> Result<String> {
     let text = script_text(file)?;
     let vars = skystream_sql::params::parse_sets(sets).map_err(anyhow::Error::msg)?;
     skystream_sql::params::substitute(&text, &vars).map_err(anyhow::Error::msg)
