@@ -19,6 +19,39 @@ use skystream_engine::metrics::MetricsSnapshot;
 use skystream_jetstream::JetstreamDecoder;
 use skystream_synthetic::{Burst, Generator, GeneratorConfig};
 
+/// The `skystream` binary cargo built beside the running test (target/<profile>/skystream).
+pub fn skystream_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("skystream");
+    assert!(
+        bin.exists(),
+        "{} not built: build the workspace's binaries first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Options of a `synthetic` posts table replayed as fast as possible: `set` adds or replaces
+/// options (`seed`, `rate`, `duration`, `start`, `bursts`, ...).
+pub fn synthetic_posts(set: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    let mut o: std::collections::BTreeMap<String, String> = [
+        ("connector", "synthetic"),
+        ("speed", "max"),
+        ("start", "2026-07-04T12:00:00Z"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in set {
+        o.insert(k.to_string(), v.to_string());
+    }
+    o
+}
+
 /// The repository's root (where `testdata/` lives).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,7 +5,7 @@
 //! (scripts/services.sh).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,22 +16,6 @@ use skystream_engine::objstore::StoreLocation;
 use skystream_synthetic::{Burst, Generator, GeneratorConfig};
 use skystream_tests::services::*;
 use skystream_tests::*;
-
-/// The `skystream` binary cargo built beside this test (target/<profile>/skystream).
-fn skystream_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("skystream");
-    assert!(
-        bin.exists(),
-        "{} not built: run the suite with --workspace",
-        bin.display()
-    );
-    bin
-}
 
 fn redis_url() -> String {
     std::env::var("SKYSTREAM_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

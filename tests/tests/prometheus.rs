@@ -4,7 +4,6 @@
 //! series — then every expression of the provisioned Grafana dashboard is evaluated by it.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use skystream_api::{ApiConfig, ManagerConfig, Sandbox, Server};
 use skystream_jetstream::server::{EventLog, Server as Jetstream, ServerConfig};
-use skystream_tests::repo_root;
 use skystream_tests::services::{kafka, unique_topic};
+use skystream_tests::{repo_root, skystream_bin};
 
 struct Killed(Child);
 
@@ -30,21 +29,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn skystream_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("skystream");
-    assert!(
-        bin.is_file(),
-        "{} missing: build the binary first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 async fn query(c: &reqwest::Client, prom: &str, expr: &str) -> Value {

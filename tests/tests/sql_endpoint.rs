@@ -25,17 +25,12 @@ async fn fill_lake(dir: &Path, start: &str, minutes: u32) {
         .collect();
     let sql = skystream_sql::params::substitute(&sql, &params).unwrap();
     let duration = format!("{minutes}m");
-    let posts: BTreeMap<String, String> = [
-        ("connector", "synthetic"),
+    let posts = synthetic_posts(&[
         ("seed", "5"),
         ("rate", "10"),
         ("duration", duration.as_str()),
         ("start", start),
-        ("speed", "max"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     let reg = skystream_registry::registry();
     let opts = skystream_sql::PlanOptions {
         tables: [("posts".to_string(), posts)].into(),

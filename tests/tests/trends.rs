@@ -30,18 +30,12 @@ async fn trend_alerts_reach_redis_kafka_and_the_lake() {
     .collect();
     let sql = skystream_sql::params::substitute(&sql, &params).unwrap();
     // 80 minutes of posts: an hour of baseline, then "eclipse" at 6x for 8 minutes.
-    let posts: BTreeMap<String, String> = [
-        ("connector", "synthetic"),
+    let posts = synthetic_posts(&[
         ("seed", "9"),
         ("rate", "30"),
         ("duration", "80m"),
-        ("start", "2026-07-04T12:00:00Z"),
-        ("speed", "max"),
         ("bursts", "eclipse:68m:8m:6:en"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     let reg = skystream_registry::registry();
     let opts = skystream_sql::PlanOptions {
         tables: [("posts".to_string(), posts)].into(),
