@@ -94,7 +94,7 @@ mod tests {
                 .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
                 .collect();
         files.sort();
-        assert_eq!(files.len(), 5, "every script of sql/ is shipped: {files:?}");
+        assert_eq!(files.len(), 6, "every script of sql/ is shipped: {files:?}");
         for name in files {
             let sql = by_name(&name).unwrap_or_else(|| panic!("sql/{name} is not shipped"));
             let sql = defaults(sql, &[("lake", &lake)]);
