@@ -49,12 +49,12 @@ impl LiveTable for Fixed {
     fn schema(&self) -> SchemaRef {
         self.0.clone()
     }
-    fn snapshot(&self) -> Vec<RecordBatch> {
+    fn snapshot(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(vec!["eclipse", "tsunami"])),
             Arc::new(Int64Array::from(vec![42, 7])),
         ];
-        vec![RecordBatch::try_new(self.0.clone(), cols).unwrap()]
+        Ok(vec![RecordBatch::try_new(self.0.clone(), cols)?])
     }
 }
 

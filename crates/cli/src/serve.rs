@@ -196,7 +196,7 @@ impl LiveTable for PipelinesTable {
         self.schema.clone()
     }
 
-    fn snapshot(&self) -> Vec<RecordBatch> {
+    fn snapshot(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
         let p = self.manager.list();
         let text = |f: &dyn Fn(&skystream_api::manager::PipelineView) -> String| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(p.iter().map(f)))
@@ -232,9 +232,7 @@ impl LiveTable for PipelinesTable {
                     .with_timezone("UTC"),
             ),
         ];
-        RecordBatch::try_new(self.schema.clone(), columns)
-            .map(|b| vec![b])
-            .unwrap_or_default()
+        Ok(vec![RecordBatch::try_new(self.schema.clone(), columns)?])
     }
 }
 
@@ -264,7 +262,7 @@ impl LiveTable for TrendsTable {
         self.schema.clone()
     }
 
-    fn snapshot(&self) -> Vec<RecordBatch> {
+    fn snapshot(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
         let (mut id, mut output, mut end, mut rank, mut term, mut score) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         for (pipeline, tap) in self.manager.taps() {
@@ -288,9 +286,7 @@ impl LiveTable for TrendsTable {
             Arc::new(StringArray::from(term)),
             Arc::new(Float64Array::from(score)),
         ];
-        RecordBatch::try_new(self.schema.clone(), columns)
-            .map(|b| vec![b])
-            .unwrap_or_default()
+        Ok(vec![RecordBatch::try_new(self.schema.clone(), columns)?])
     }
 }
 

@@ -16,8 +16,9 @@ use datafusion::physical_plan::ExecutionPlan;
 pub trait LiveTable: Send + Sync {
     /// The table's columns (fixed for its lifetime).
     fn schema(&self) -> SchemaRef;
-    /// The rows now, in batches of [`LiveTable::schema`].
-    fn snapshot(&self) -> Vec<RecordBatch>;
+    /// The rows now, in batches of [`LiveTable::schema`]; an error fails the query that
+    /// scans the table (it is never an empty table in disguise).
+    fn snapshot(&self) -> Result<Vec<RecordBatch>>;
 }
 
 /// A [`LiveTable`] as a DataFusion table.
@@ -54,7 +55,7 @@ impl TableProvider for LiveTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mem = MemTable::try_new(self.table.schema(), vec![self.table.snapshot()])?;
+        let mem = MemTable::try_new(self.table.schema(), vec![self.table.snapshot()?])?;
         mem.scan(state, projection, filters, limit).await
     }
 }
