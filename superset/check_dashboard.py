@@ -161,8 +161,6 @@ def check_numbers(sup, lake):
 def screenshot(url, user, password, out, chromium, chromedriver):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     import tempfile
 
     opts = webdriver.ChromeOptions()
@@ -175,16 +173,7 @@ def screenshot(url, user, password, out, chromium, chromedriver):
     driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
     try:
         driver.set_page_load_timeout(120)
-        driver.get(f"{url}/login/")
-        deadline = time.time() + 60
-        while not driver.find_elements(By.ID, "username"):
-            assert time.time() < deadline, "no login form"
-            time.sleep(0.5)
-        driver.find_element(By.ID, "username").send_keys(user)
-        pw = driver.find_element(By.ID, "password")
-        pw.send_keys(password)
-        pw.send_keys(Keys.ENTER)
-        time.sleep(3)
+        login(driver, url, user, password)
         driver.get(f"{url}/superset/dashboard/bluesky-trends/?standalone=1")
         deadline = time.time() + 120
         state = {}
@@ -195,22 +184,64 @@ def screenshot(url, user, password, out, chromium, chromedriver):
                 return {
                   charts: cs.length,
                   rendered: cs.filter(c => c.querySelector('canvas, svg, table tbody tr')).length,
+                  loading: document.querySelectorAll('.loading, .ant-skeleton').length,
                   errors: [...document.querySelectorAll('.dashboard-component-chart-holder')]
                     .map(h => h.querySelector('[role=alert], .alert-danger, .ant-alert-error'))
                     .filter(e => e).map(e => e.innerText.slice(0, 300)),
                 };
                 """
             )
-            if state["charts"] >= 4 and state["rendered"] >= 4:
+            if state["charts"] >= 4 and state["rendered"] >= 4 and state["loading"] == 0:
                 break
             assert not state["errors"], f"chart errors on the dashboard: {state['errors']}"
             assert time.time() < deadline, f"dashboard did not render: {state}"
-            time.sleep(1)
-        time.sleep(3)  # let the charts' animations finish
-        driver.save_screenshot(out)
+            time.sleep(0.5)
+        # The charts animate in: the screenshot is taken once two captures in a row agree.
+        previous = None
+        while True:
+            png = driver.get_screenshot_as_png()
+            if png == previous:
+                break
+            assert time.time() < deadline, "the dashboard never stopped changing"
+            previous = png
+            time.sleep(0.5)
+        with open(out, "wb") as f:
+            f.write(png)
         print(f"  dashboard rendered: {state['rendered']} charts; screenshot: {out}")
     finally:
         driver.quit()
+
+
+def login(driver, url, user, password):
+    """Logs in through the form: the submit button is clicked (or ENTER pressed) and the login
+    counts only once the browser has left the login page, retried until it has."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    deadline = time.time() + 120
+    driver.get(f"{url}/login/")
+    while True:
+        WebDriverWait(driver, 60).until(ec.element_to_be_clickable((By.ID, "username")))
+        name = driver.find_element(By.ID, "username")
+        name.clear()
+        name.send_keys(user)
+        pw = driver.find_element(By.ID, "password")
+        pw.clear()
+        pw.send_keys(password)
+        buttons = driver.find_elements(By.CSS_SELECTOR, "button[type=submit], input[type=submit]")
+        if buttons:
+            buttons[0].click()
+        else:
+            pw.send_keys(Keys.ENTER)
+        try:
+            WebDriverWait(driver, 20).until(lambda d: "/login" not in d.current_url)
+            return
+        except TimeoutException:
+            assert time.time() < deadline, "the login form never let us in"
+            driver.get(f"{url}/login/")
 
 
 def main():

@@ -3,6 +3,8 @@
 //! same finite input; the two results must hold the same rows.
 
 pub mod faults;
+pub mod pg;
+pub mod serve;
 pub mod services;
 
 use std::path::{Path, PathBuf};

@@ -26,10 +26,12 @@ fn config(dir: PathBuf) -> ApiConfig {
             idle_timeout: Duration::from_secs(5),
             sandbox: Sandbox::default(),
             memory_limit: Some(256 << 20),
+            ..Default::default()
         },
         token: None,
         body_limit: 64 << 10,
         trends_redis: None,
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,7 @@ use skystream_engine::metrics::MetricsSnapshot;
 use skystream_engine::objstore::StoreLocation;
 use skystream_engine::pipeline::Pipeline;
 use skystream_tests::faults::{FaultyStore, Proxy};
+use skystream_tests::serve::wait_for;
 use skystream_tests::services::*;
 use skystream_tests::*;
 
@@ -215,8 +216,9 @@ async fn staged_files_are_invisible_until_their_checkpoint_commits() {
     let root = temp_dir("staged");
     let lake = root.join("lake");
     let ck = root.join("ck");
-    // A slow run checkpointing every 150 ms: while it runs, every committed file must belong to
-    // a stored checkpoint's epoch, and staged files sit only under _staging.
+    // Checkpoints cannot be stored at first: files roll (every 300 rows) into _staging and must
+    // stay there; once checkpoints are stored, every committed file belongs to a stored
+    // checkpoint's epoch. Waits are on what the lake holds, not on time.
     let sql = script(
         "200",
         &format!(
@@ -225,50 +227,75 @@ async fn staged_files_are_invisible_until_their_checkpoint_commits() {
         ),
         "INSERT INTO l SELECT * FROM counts;",
     );
-    let watcher = {
-        let (lake, ck) = (lake.clone(), ck.clone());
-        tokio::spawn(async move {
-            let mut saw_staged = false;
-            let mut checks = 0;
-            for _ in 0..30 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                // Read the checkpoints first: files committed after this are of later epochs.
-                let newest = CheckpointStore::new(local(&ck))
-                    .epochs()
-                    .await
-                    .unwrap_or_default()
-                    .first()
-                    .copied()
-                    .unwrap_or(0);
-                for f in files_under(&lake) {
-                    if f.starts_with("_staging/") {
-                        saw_staged = true;
-                        assert!(f.ends_with(".inprogress"), "{f}");
-                        continue;
-                    }
-                    let epoch: u64 = f.rsplit('-').nth(1).unwrap().parse().unwrap();
-                    assert!(epoch <= newest + 1, "{f} visible before checkpoint {epoch}");
-                    checks += 1;
-                }
-            }
-            (saw_staged, checks)
-        })
+    let (loc, store) = faulty(&ck);
+    store.fail_puts(true);
+    let (p, reg) = plan(&sql, Some(loc)).await;
+    let stop = p.stop_handle();
+    let run = tokio::spawn(p.run());
+    let committed = |lake: &Path| -> Vec<String> {
+        files_under(lake)
+            .into_iter()
+            .filter(|f| !f.starts_with("_staging/"))
+            .collect()
     };
-    let (want, _, done) = run(&sql, Some(local(&ck)), Some(Duration::from_millis(2000))).await;
-    let (saw_staged, checks) = watcher.await.unwrap();
-    assert!(saw_staged && checks > 0);
-    if !done {
-        let (rest, _, done) = run(&sql, Some(local(&ck)), None).await;
-        assert!(done);
-        let mut all = want;
-        all.extend(rest);
-        assert_rows_eq(&read_lake(&lake_url(&lake), None).await, &rows(&all));
+    let staged_appeared = wait_for(Duration::from_secs(60), || async {
+        files_under(&lake)
+            .iter()
+            .any(|f| f.starts_with("_staging/"))
+    })
+    .await;
+    assert!(staged_appeared, "no file was staged");
+    for f in files_under(&lake) {
+        assert!(
+            f.starts_with("_staging/") && f.ends_with(".inprogress"),
+            "{f} visible without a checkpoint"
+        );
     }
+    // Checkpoints are stored again: files are committed, each after its checkpoint.
+    store.fail_puts(false);
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // The checkpoints first: a file committed after this read is of a later epoch.
+        let newest = CheckpointStore::new(local(&ck))
+            .epochs()
+            .await
+            .unwrap_or_default()
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let files = committed(&lake);
+        for f in &files {
+            let epoch: u64 = f.rsplit('-').nth(1).unwrap().parse().unwrap();
+            assert!(epoch <= newest + 1, "{f} visible before checkpoint {epoch}");
+        }
+        if files.len() >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "nothing was committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.stop();
+    let summary = run.await.unwrap().unwrap();
+    let mut all = out_rows(&reg);
+    if !summary.completed {
+        let (rest, _, done) = run_to_end(&sql, Some(local(&ck))).await;
+        assert!(done);
+        all.extend(rest);
+    }
+    assert_rows_eq(&read_lake(&lake_url(&lake), None).await, &rows(&all));
     assert!(
         files_under(&lake)
             .iter()
             .all(|f| !f.starts_with("_staging/"))
     );
+}
+
+/// Plans and runs `sql` to its end.
+async fn run_to_end(
+    sql: &str,
+    ck: Option<StoreLocation>,
+) -> (Vec<RecordBatch>, MetricsSnapshot, bool) {
+    run(sql, ck, None).await
 }
 
 #[tokio::test]

@@ -56,10 +56,12 @@ async fn prometheus_scrapes_serve_and_ingest() {
             idle_timeout: Duration::from_secs(5),
             sandbox: Sandbox::open(),
             memory_limit: Some(256 << 20),
+            ..Default::default()
         },
         token: None,
         body_limit: 64 << 10,
         trends_redis: None,
+        ..Default::default()
     };
     let server = Server::start("127.0.0.1:0", cfg, skystream_registry::registry())
         .await

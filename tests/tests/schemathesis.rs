@@ -28,10 +28,12 @@ async fn schemathesis_finds_nothing() {
             idle_timeout: Duration::from_secs(5),
             sandbox: Sandbox::default(),
             memory_limit: Some(256 << 20),
+            ..Default::default()
         },
         token: Some(TOKEN.into()),
         body_limit: 64 << 10,
         trends_redis: None,
+        ..Default::default()
     };
     let server = Server::start("127.0.0.1:0", cfg, skystream_registry::registry())
         .await

@@ -318,6 +318,9 @@ fn parse(line: &[u8], want: Want) -> Result<Parsed<'_>, String> {
     }
 }
 
+/// The most items a list column (langs, hashtags, mentions, links) takes from one post.
+pub const MAX_LIST_ITEMS: usize = 256;
+
 fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
     let c = ev.commit.as_ref().expect("checked");
     let r = c.record.as_ref().expect("checked");
@@ -347,7 +350,7 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
             .and_then(EmbedKind::from_lexicon),
     });
     if b.wants(7) {
-        for l in r.langs.iter().flatten() {
+        for l in r.langs.iter().flatten().take(MAX_LIST_ITEMS) {
             b.push_list_value(7, l);
         }
     }
@@ -358,11 +361,17 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
             .filter(|f| f.kind == "app.bsky.richtext.facet#tag")
             .filter_map(|f| f.tag.as_deref())
             .chain(r.tags.iter().flatten().map(|t| t.as_ref()));
+        // Distinct tags, at most MAX_LIST_ITEMS of them (a crafted post may carry 200,000).
+        let mut seen = std::collections::HashSet::new();
         for t in tags {
+            if seen.len() == MAX_LIST_ITEMS {
+                break;
+            }
             if let Some(t) = normalize_hashtag(t)
-                && !b.list_contains(8, &t)
+                && !seen.contains(&t)
             {
                 b.push_list_value(8, &t);
+                seen.insert(t);
             }
         }
     }
@@ -370,6 +379,7 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
         for f in facets
             .clone()
             .filter(|f| f.kind == "app.bsky.richtext.facet#mention")
+            .take(MAX_LIST_ITEMS)
         {
             if let Some(d) = &f.did {
                 b.push_list_value(9, d);
@@ -377,7 +387,10 @@ fn append(b: &mut PostDataBuilder, ev: &Event<'_>) {
         }
     }
     if b.wants(10) {
-        for f in facets.filter(|f| f.kind == "app.bsky.richtext.facet#link") {
+        for f in facets
+            .filter(|f| f.kind == "app.bsky.richtext.facet#link")
+            .take(MAX_LIST_ITEMS)
+        {
             if let Some(u) = &f.uri {
                 b.push_list_value(10, u);
             }
@@ -401,14 +414,18 @@ pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
         .flat_map(|f| f.features.iter())
         .collect();
     let mut hashtags: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for t in facets
         .iter()
         .filter(|f| f.kind == "app.bsky.richtext.facet#tag")
         .filter_map(|f| f.tag.as_deref())
         .chain(r.tags.iter().flatten().map(|t| t.as_ref()))
     {
+        if hashtags.len() == MAX_LIST_ITEMS {
+            break;
+        }
         if let Some(t) = normalize_hashtag(t)
-            && !hashtags.contains(&t)
+            && seen.insert(t.clone())
         {
             hashtags.push(t);
         }
@@ -418,6 +435,7 @@ pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
             .iter()
             .filter(|f| f.kind == k)
             .filter_map(|f| get(f))
+            .take(MAX_LIST_ITEMS)
             .collect()
     };
     Ok(Some(PostData {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use skystream_engine::address::parse_url;
 use skystream_engine::connector::{Connector, Resource, TableDef};
 use skystream_engine::format::{RecordDecoder, push_record};
 use skystream_engine::source::{Source, SourceContext, SourceEvent};
@@ -43,7 +44,10 @@ fn list(s: Option<String>) -> Option<Vec<String>> {
 
 fn config(table: &TableDef) -> Result<Config> {
     let mut o = table.options();
-    let mut c = ClientConfig::new(o.take_required("url")?);
+    let url = o.take_required("url")?;
+    parse_url("url", &url, &["ws", "wss"])
+        .map_err(|e| Error::plan(format!("table '{}': {e}", table.name)))?;
+    let mut c = ClientConfig::new(url);
     if let Some(cols) = list(o.take("collections")) {
         c.wanted_collections = cols;
     }
@@ -51,7 +55,7 @@ fn config(table: &TableDef) -> Result<Config> {
     c.cursor = o.take_parsed::<i64>("cursor")?;
     c.compress = o.take_bool("compress")?.unwrap_or(true);
     c.max_attempts = o.take_parsed::<u32>("max_attempts")?;
-    let batch_size = o.take_parsed::<usize>("batch_size")?.unwrap_or(1024).max(1);
+    let batch_size = o.take_batch_size(1024)?;
     let linger = o
         .take_duration("linger")?
         .unwrap_or(Duration::from_millis(200));
@@ -71,12 +75,8 @@ impl Connector for JetstreamConnector {
     }
 
     fn resources(&self, table: &TableDef) -> Vec<Resource> {
-        table
-            .options
-            .get("url")
-            .map(|u| Resource::Endpoint(u.to_string()))
-            .into_iter()
-            .collect()
+        let url = table.options.get("url").unwrap_or_default();
+        Resource::hosts(parse_url("url", url, &["ws", "wss"]).map(|e| vec![e])).collect()
     }
 
     fn description(&self) -> &str {
@@ -112,6 +112,10 @@ struct JetstreamSource {
 impl Source for JetstreamSource {
     fn schema(&self) -> SchemaRef {
         self.decoder.schema()
+    }
+
+    fn event_time_is_wall_clock(&self) -> bool {
+        true
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<()>> {

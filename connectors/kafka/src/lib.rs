@@ -6,6 +6,7 @@ pub mod sink;
 pub mod source;
 
 use rdkafka::ClientConfig;
+use skystream_engine::address::parse_kafka_brokers;
 use skystream_engine::options::Options;
 use skystream_engine::{Error, Result};
 
@@ -27,13 +28,10 @@ impl Connector for KafkaConnector {
 
     fn resources(&self, table: &TableDef) -> Vec<Resource> {
         let o = &table.options;
-        let mut r: Vec<Resource> = o
-            .get("bootstrap_servers")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| Resource::Endpoint(s.trim().to_string()))
-            .collect();
+        let mut r: Vec<Resource> = Resource::hosts(parse_kafka_brokers(
+            o.get("bootstrap_servers").unwrap_or_default(),
+        ))
+        .collect();
         r.extend(
             o.keys()
                 .filter(|k| k.starts_with("kafka."))
@@ -80,7 +78,11 @@ pub fn connector() -> Arc<dyn Connector> {
 /// prefixed `kafka.` passed through verbatim (`'kafka.security.protocol' = 'ssl'`).
 pub(crate) fn client_config(o: &mut Options) -> Result<ClientConfig> {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", o.take_required("bootstrap_servers")?);
+    let servers = o.take_required("bootstrap_servers")?;
+    // Refused unless every broker address is unambiguous (see skystream_engine::address).
+    parse_kafka_brokers(&servers)
+        .map_err(|e| Error::plan(format!("table '{}': {e}", o.table())))?;
+    c.set("bootstrap.servers", servers);
     let passthrough: Vec<String> = o.keys().filter(|k| k.starts_with("kafka.")).collect();
     for k in passthrough {
         if let Some(v) = o.take(&k) {

@@ -80,7 +80,7 @@ pub(crate) fn source_config(table: &TableDef) -> Result<SourceConfig> {
         o.take_choice("bounded", &["latest", "none"])?.as_deref(),
         Some("latest")
     );
-    let batch_size = o.take_parsed::<usize>("batch_size")?.unwrap_or(4096).max(1);
+    let batch_size = o.take_batch_size(4096)?;
     let linger = o
         .take_duration("linger")?
         .unwrap_or(Duration::from_millis(100));
@@ -148,6 +148,10 @@ struct Part {
 impl Source for KafkaSource {
     fn schema(&self) -> SchemaRef {
         self.decoder.schema()
+    }
+
+    fn event_time_is_wall_clock(&self) -> bool {
+        true
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<()>> {

@@ -148,17 +148,9 @@ impl Connector for LakeConnector {
     }
 
     fn resources(&self, table: &TableDef) -> Vec<Resource> {
-        let o = &table.options;
-        let path = o.get("path").unwrap_or_default();
-        if path.starts_with("s3://") {
-            // Without an endpoint the server's own S3 settings (AWS_* environment) apply.
-            o.get("s3_endpoint")
-                .map(|e| Resource::Endpoint(e.to_string()))
-                .into_iter()
-                .collect()
-        } else {
-            vec![Resource::LocalPath(path.to_string())]
-        }
+        let mut o = table.options();
+        let path = o.take("path").unwrap_or_default();
+        StoreLocation::resources(&path, &o.take_prefixed("s3_"))
     }
 
     fn description(&self) -> &str {

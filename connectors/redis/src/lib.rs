@@ -15,7 +15,7 @@
 //! - `layout = 'publish'`: each row as a JSON message on channel `channel` (PUBLISH); a
 //!   subscriber sees rows live (not idempotent: a replay publishes again).
 //!
-//! Options: `url` (default `redis://127.0.0.1:6379`), `layout` (required), `key` (key prefix,
+//! Options: `url` (default `redis://127.0.0.1:6379`), `username`, `password`, `layout` (required), `key` (key prefix,
 //! default the table name), `ttl` (e.g. `1h`; none by default). Writes are pipelined, one
 //! MULTI/EXEC per batch. When Redis is unreachable the sink retries with backoff (up to 5 s
 //! between tries) and the pipeline waits — nothing is dropped — logging each failure.
@@ -57,7 +57,8 @@ enum Layout {
 
 #[derive(Debug, Clone)]
 struct Config {
-    url: String,
+    /// The URL as parsed by the redis client, with the `username`/`password` options applied.
+    connection: redis::ConnectionInfo,
     prefix: String,
     ttl: Option<Duration>,
     layout: Layout,
@@ -66,8 +67,15 @@ struct Config {
 fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
     let mut o = table.options();
     let url = o.take("url").unwrap_or_else(|| DEFAULT_URL.into());
-    redis::Client::open(url.as_str())
+    let mut connection: redis::ConnectionInfo = url
+        .parse()
         .map_err(|e| Error::plan(format!("table '{}': bad Redis url: {e}", table.name)))?;
+    if let Some(u) = o.take("username") {
+        connection.redis.username = Some(u);
+    }
+    if let Some(p) = o.take("password") {
+        connection.redis.password = Some(p);
+    }
     let prefix = o.take("key").unwrap_or_else(|| table.name.clone());
     let ttl = o.take_duration("ttl")?;
     let layout = match o
@@ -120,7 +128,7 @@ fn config(table: &TableDef, schema: &SchemaRef) -> Result<Config> {
     };
     o.finish()?;
     Ok(Config {
-        url,
+        connection,
         prefix,
         ttl,
         layout,
@@ -133,9 +141,28 @@ impl Connector for RedisConnector {
     }
 
     fn resources(&self, table: &TableDef) -> Vec<Resource> {
-        vec![Resource::Endpoint(
-            table.options.get("url").unwrap_or(DEFAULT_URL).to_string(),
-        )]
+        // Read with the redis client's own parser: the host it reports is the host it reaches.
+        let url = table.options.get("url").unwrap_or(DEFAULT_URL);
+        match url.parse::<redis::ConnectionInfo>() {
+            Err(e) => vec![Resource::Invalid(format!("bad Redis url '{url}': {e}"))],
+            Ok(info) => {
+                let mut r = vec![match info.addr {
+                    redis::ConnectionAddr::Tcp(host, _)
+                    | redis::ConnectionAddr::TcpTls { host, .. } => {
+                        Resource::Host(host.trim_matches(['[', ']']).to_ascii_lowercase())
+                    }
+                    redis::ConnectionAddr::Unix(path) => {
+                        Resource::LocalSocket(path.display().to_string())
+                    }
+                }];
+                if info.redis.username.is_some() || info.redis.password.is_some() {
+                    r.push(Resource::UrlCredentials(
+                        "use the 'username' and 'password' options".into(),
+                    ));
+                }
+                r
+            }
+        }
     }
 
     fn description(&self) -> &str {
@@ -314,7 +341,7 @@ impl Sink for RedisSink {
             loop {
                 let attempt = async {
                     if self.conn.is_none() {
-                        let client = redis::Client::open(self.config.url.as_str())?;
+                        let client = redis::Client::open(self.config.connection.clone())?;
                         self.conn = Some(client.get_multiplexed_async_connection().await?);
                     }
                     let conn = self.conn.as_mut().expect("connected above");

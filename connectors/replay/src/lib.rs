@@ -116,7 +116,7 @@ fn config(table: &TableDef) -> Result<Config> {
         .map(|s| Speed::parse(&s))
         .transpose()?
         .unwrap_or(Speed::Max);
-    let batch_size = o.take_parsed::<usize>("batch_size")?.unwrap_or(4096).max(1);
+    let batch_size = o.take_batch_size(4096)?;
     let time_field = o.take("time_field");
     o.finish()?;
     Ok(Config {
@@ -269,7 +269,18 @@ impl Source for LinesSource {
                 LineReader::Memory(v) => Lines::Memory(v.clone(), 0),
             };
             let mut owned: Vec<u8>;
+            let mut since_yield = 0u32;
             loop {
+                // Long stretches without a batch (skipping on resume, lines that are all
+                // filtered) still let the engine's task run: it shares this thread.
+                since_yield += 1;
+                if since_yield == 8192 {
+                    since_yield = 0;
+                    tokio::task::yield_now().await;
+                    if ctx.is_stopped() {
+                        return Ok(());
+                    }
+                }
                 let shared;
                 let next: Option<&[u8]> = match &mut lines {
                     Lines::File(it) => match it.next() {
@@ -303,6 +314,7 @@ impl Source for LinesSource {
                 if (self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()))
                     && let Some(batch) = self.decoder.flush()?
                 {
+                    since_yield = 0;
                     let t = first_time(&batch, self.time_col);
                     let position = serde_json::json!({ "line": line_no });
                     if send_paced(&ctx, &mut self.pacer, batch, t, position)
@@ -322,6 +334,17 @@ impl Source for LinesSource {
     }
 }
 
+/// The earliest event time in column `col` of `batch`.
+pub fn min_time(batch: &RecordBatch, col: Option<usize>) -> Option<i64> {
+    let c = batch.column(col?);
+    let c = arrow::compute::cast(
+        c,
+        &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+    )
+    .ok()?;
+    arrow::compute::min(c.as_primitive::<arrow::datatypes::TimestampNanosecondType>())
+}
+
 /// Sends a batch whose first row is at `event_ns`, first waiting until the pacer releases it,
 /// then lets other tasks run (sources decode on the engine's thread).
 pub async fn send_paced(
@@ -334,7 +357,9 @@ pub async fn send_paced(
     if let Some(t) = event_ns {
         let d = pacer.delay(t);
         if !d.is_zero() {
-            sleep_with_heartbeats(ctx, pacer, d).await;
+            // Heartbeats (in the watermark column's terms) never pass this batch's earliest row.
+            let floor = min_time(&batch, ctx.event_time_column);
+            sleep_with_heartbeats(ctx, pacer, d, floor).await;
         }
     }
     ctx.send(SourceEvent::Batch {
@@ -347,8 +372,21 @@ pub async fn send_paced(
     Ok(())
 }
 
-/// Sleeps `d`, telling the engine every 100 ms how far the paced event clock has moved.
-pub async fn sleep_with_heartbeats(ctx: &SourceContext, pacer: &Pacer, d: Duration) {
+/// Sleeps `d`, telling the engine every 100 ms how far the paced event clock has moved, never
+/// past `floor_ns`, the earliest event time of the batch waiting to be sent (no heartbeats
+/// without one).
+///
+/// The cap makes heartbeats harmless to exactly-once: a heartbeat at most the waiting batch's
+/// earliest event time moves the watermark no further than those rows themselves will, so which
+/// rows are late does not depend on when the sleeps happened to wake up (an oversleep under
+/// load, the pauses of a crash and a restart). Uncapped, a heartbeat taken after an oversleep
+/// ran ahead of the waiting batch and made its slightly out-of-order rows late.
+pub async fn sleep_with_heartbeats(
+    ctx: &SourceContext,
+    pacer: &Pacer,
+    d: Duration,
+    floor_ns: Option<i64>,
+) {
     let until = Instant::now() + d;
     loop {
         let left = until.saturating_duration_since(Instant::now());
@@ -356,10 +394,10 @@ pub async fn sleep_with_heartbeats(ctx: &SourceContext, pacer: &Pacer, d: Durati
             break;
         }
         tokio::time::sleep(left.min(Duration::from_millis(100))).await;
-        if let Some(clock) = pacer.clock()
+        if let (Some(clock), Some(floor)) = (pacer.clock(), floor_ns)
             && ctx
                 .send(SourceEvent::Heartbeat {
-                    event_time_ns: clock,
+                    event_time_ns: clock.min(floor),
                 })
                 .await
                 .is_err()

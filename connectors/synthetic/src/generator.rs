@@ -37,10 +37,10 @@ impl Burst {
         let authors = match parts.get(5) {
             None => None,
             Some(a) => match a.parse::<usize>() {
-                Ok(n) if n > 0 => Some(n),
+                Ok(n) if n > 0 && n <= 10_000_000 => Some(n),
                 _ => {
                     return Err(format!(
-                        "burst '{spec}': authors must be a positive number of accounts"
+                        "burst '{spec}': authors must be a number of accounts from 1 to 10000000"
                     ));
                 }
             },
@@ -53,8 +53,10 @@ impl Burst {
         let intensity: f64 = parts[3]
             .parse()
             .map_err(|_| format!("burst '{spec}': intensity must be a number"))?;
-        if !(intensity >= 1.0 && intensity.is_finite()) {
-            return Err(format!("burst '{spec}': intensity must be at least 1"));
+        if !(1.0..=1000.0).contains(&intensity) {
+            return Err(format!(
+                "burst '{spec}': intensity must be a number from 1 to 1000"
+            ));
         }
         Ok(Burst {
             keyword: parts[0].to_lowercase(),

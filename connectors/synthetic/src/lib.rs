@@ -32,6 +32,9 @@ use skystream_replay::{Pacer, Speed, push_record, send_paced};
 
 pub use generator::{Burst, BurstTruth, Generator, GeneratorConfig};
 
+/// The most distinct authors a synthetic stream may have (each is generated up front).
+const MAX_AUTHORS: usize = 10_000_000;
+
 /// The synthetic connector.
 pub struct SyntheticConnector;
 
@@ -82,6 +85,9 @@ fn config(table: &TableDef) -> Result<Config> {
     gcfg.duration_ns = o.take_duration("duration")?.map(|d| d.as_nanos() as i64);
     gcfg.count = o.take_parsed::<u64>("count")?;
     if let Some(b) = o.take("bursts") {
+        if b.split(',').count() > 100 {
+            return Err(bad("at most 100 bursts".into()));
+        }
         gcfg.bursts = b
             .split(',')
             .filter(|s| !s.trim().is_empty())
@@ -89,16 +95,21 @@ fn config(table: &TableDef) -> Result<Config> {
             .collect::<Result<_, _>>()
             .map_err(bad)?;
     }
-    if let Some(a) = o.take_parsed::<usize>("authors")? {
-        gcfg.authors = a.max(1);
+    if let Some(a) = o.take_bounded::<usize>("authors", 1..=MAX_AUTHORS)? {
+        gcfg.authors = a;
     }
     if let Some(d) = o.take_duration("out_of_order")? {
+        if d > std::time::Duration::from_secs(86_400) {
+            return Err(bad(format!(
+                "out_of_order must be at most 1 day, got {d:?}"
+            )));
+        }
         gcfg.out_of_order_ns = d.as_nanos() as i64;
     }
-    if let Some(x) = o.take_parsed::<f64>("other_events")? {
-        gcfg.other_events = x.max(0.0);
+    if let Some(x) = o.take_bounded::<f64>("other_events", 0.0..=100.0)? {
+        gcfg.other_events = x;
     }
-    let batch_size = o.take_parsed::<usize>("batch_size")?.unwrap_or(4096).max(1);
+    let batch_size = o.take_batch_size(4096)?;
     let ground_truth = o.take("ground_truth");
     o.finish()?;
     Generator::new(gcfg.clone()).map_err(bad)?;
@@ -200,7 +211,18 @@ impl Source for SyntheticSource {
                 .and_then(|p| p.get("events"))
                 .and_then(|v| v.as_u64())
                 .unwrap_or(0);
+            let mut since_yield = 0u32;
             loop {
+                // Long stretches without a batch (skipping on resume, events that are all
+                // filtered) still let the engine's task run: it shares this thread.
+                since_yield += 1;
+                if since_yield == 8192 {
+                    since_yield = 0;
+                    tokio::task::yield_now().await;
+                    if ctx.is_stopped() {
+                        return Ok(());
+                    }
+                }
                 let next = self.generator.next_event(&mut line);
                 if let Some(t) = next {
                     n += 1;
@@ -221,6 +243,7 @@ impl Source for SyntheticSource {
                 if (self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()))
                     && let Some(batch) = self.decoder.flush()?
                 {
+                    since_yield = 0;
                     let position = serde_json::json!({ "events": n });
                     if send_paced(&ctx, &mut self.pacer, batch, batch_start.take(), position)
                         .await

@@ -13,9 +13,12 @@ mod prom;
 pub mod sandbox;
 pub mod tap;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -23,6 +26,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use skystream_engine::connector::ConnectorRegistry;
+use skystream_netguard::{AuthLimiter, BusyGuard, ConnTable};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -43,6 +47,27 @@ pub struct ApiConfig {
     /// Where `/api/v1/trends` reads rankings: a Redis URL and the key prefix of a `ranking`
     /// layout sink. `None`: from the pipelines' results in the server.
     pub trends_redis: Option<(String, String)>,
+    /// Connections open at once; past it the oldest idle one is closed (see
+    /// `skystream_netguard::ConnTable`).
+    pub max_connections: usize,
+    /// A client must send a request's headers within this.
+    pub header_timeout: Duration,
+    /// A connection without a request in progress is closed after this.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            manager: ManagerConfig::default(),
+            token: None,
+            body_limit: 256 << 10,
+            trends_redis: None,
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Shared by every handler.
@@ -54,7 +79,13 @@ pub struct AppState {
     redis: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// Set when the server shuts down: open event streams end.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Failed bearer-token checks, per client address.
+    auth_failures: AuthLimiter,
 }
+
+/// The client's address, put into every request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
 
 pub type Shared = Arc<AppState>;
 
@@ -166,6 +197,13 @@ async fn auth(State(state): State<Shared>, req: Request, next: Next) -> Response
     if path == "/healthz" || path == "/readyz" {
         return next.run(req).await;
     }
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    // An address locked out after failed tries is not even checked until the lockout ends.
+    if let Some(ip) = peer
+        && let Err(wait) = state.auth_failures.check(ip)
+    {
+        return too_many_failures(wait);
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -173,8 +211,16 @@ async fn auth(State(state): State<Shared>, req: Request, next: Next) -> Response
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if let Some(ip) = peer {
+            state.auth_failures.succeeded(ip);
+        }
         next.run(req).await
     } else {
+        if let Some(ip) = peer
+            && let Some(wait) = state.auth_failures.failed(ip)
+        {
+            return too_many_failures(wait);
+        }
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (Authorization: Bearer ...)",
@@ -184,6 +230,19 @@ async fn auth(State(state): State<Shared>, req: Request, next: Next) -> Response
             .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
         r
     }
+}
+
+/// 429 with `Retry-After`, for an address locked out after failed token checks.
+fn too_many_failures(wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many wrong tokens from this address: retry in {secs} s"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
+    r
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -201,6 +260,122 @@ pub struct Server {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// A response body that keeps its connection marked busy until it has been sent (or dropped):
+/// an event stream being written is not an idle connection.
+struct Guarded {
+    body: axum::body::Body,
+    _busy: BusyGuard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves `app` on `listener`: connections capped (the oldest idle one closed past the cap),
+/// headers due within the header timeout, idle connections closed, until `shutdown`.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: ApiConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let table = ConnTable::new(config.max_connections);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            a = listener.accept() => a,
+        };
+        while tasks.try_join_next().is_some() {}
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::warn!("HTTP API: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admitted = match table.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(_) => {
+                tracing::warn!(%peer, "HTTP API: every connection is busy; refusing one");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let app = app.clone();
+        let (header_timeout, idle_timeout) = (config.header_timeout, config.idle_timeout);
+        let mut stopping = shutdown.clone();
+        tasks.spawn(async move {
+            let conn = admitted.conn.clone();
+            let ip = peer.ip();
+            let service = hyper::service::service_fn(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    let busy = conn.busy();
+                    req.extensions_mut().insert(Peer(ip));
+                    let app = app.clone();
+                    async move {
+                        let req = req.map(axum::body::Body::new);
+                        let resp = tower::ServiceExt::oneshot(app, req).await?;
+                        Ok::<_, std::convert::Infallible>(
+                            resp.map(|body| Guarded { body, _busy: busy }),
+                        )
+                    }
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .max_buf_size(64 << 10);
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            tokio::pin!(connection);
+            let conn = admitted.conn.clone();
+            tokio::select! {
+                r = connection.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "HTTP connection: {e}");
+                    }
+                    return;
+                }
+                _ = conn.closing(idle_timeout) => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+            // Idle too long, evicted, or the server stops: finish the request in progress.
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+            drop(admitted);
+        });
+    }
+    table.close_all();
+    while tokio::time::timeout(Duration::from_secs(6), tasks.join_next())
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {}
+    Ok(())
+}
+
 impl Server {
     /// Binds `addr`, loads the saved pipelines (resuming those that were running) and serves.
     pub async fn start(
@@ -213,20 +388,15 @@ impl Server {
         let manager = Manager::new(config.manager.clone(), registry)?;
         let state = Arc::new(AppState {
             manager: manager.clone(),
-            config,
+            config: config.clone(),
             ready: AtomicBool::new(false),
             redis: std::sync::Mutex::new(None),
             closing: tokio::sync::watch::channel(false).0,
+            auth_failures: AuthLimiter::default(),
         });
-        let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
         let app = app(state.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let task = tokio::spawn(serve(listener, app, config, rx));
         let loaded = manager.load().await?;
         state.ready.store(true, Ordering::SeqCst);
         tracing::info!(%addr, pipelines = loaded, "skystream API listening");

@@ -23,8 +23,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::sandbox::Sandbox;
 use crate::tap::{Tap, TapSink};
 
-/// How long a stop waits for the pipeline's last checkpoint.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stop waits for the pipeline's last checkpoint before it aborts the run (sink
+/// calls stuck on a service that is down give up sooner, see the engine's stop handle).
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an aborted run may take to end.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of a server's pipelines.
 #[derive(Debug, Clone)]
@@ -39,6 +42,21 @@ pub struct ManagerConfig {
     pub sandbox: Sandbox,
     /// Memory each pipeline's operators may hold (bytes); `None`: unlimited.
     pub memory_limit: Option<usize>,
+    /// See `PipelineConfig::max_event_ahead`.
+    pub max_event_ahead: Option<Duration>,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("skystream-data"),
+            max_pipelines: 32,
+            idle_timeout: Duration::from_secs(5),
+            sandbox: Sandbox::default(),
+            memory_limit: Some(1 << 30),
+            max_event_ahead: Some(skystream_engine::pipeline::DEFAULT_MAX_EVENT_AHEAD),
+        }
+    }
 }
 
 /// A pipeline as submitted, and whether it should be running.
@@ -116,6 +134,8 @@ pub struct MetricsView {
     pub rows_out: u64,
     /// Rows dropped because they arrived after the watermark had passed them.
     pub late_rows: u64,
+    /// Rows skipped because their event time was too far ahead of the wall clock.
+    pub ahead_rows: u64,
     pub windows_emitted: u64,
     pub open_panes: u64,
     /// Memory held by the window operators' state (bytes); it counts against the server's
@@ -175,6 +195,7 @@ impl From<MetricsSnapshot> for MetricsView {
             rows_in: m.rows_in,
             rows_out: m.rows_out,
             late_rows: m.late_rows,
+            ahead_rows: m.ahead_rows,
             windows_emitted: m.windows_emitted,
             open_panes: m.open_panes,
             state_bytes: m.state_bytes,
@@ -404,7 +425,9 @@ impl Manager {
             table_check: Some(self.cfg.sandbox.table_check()),
             ..Default::default()
         };
-        skystream_sql::plan_script_with(&query, &self.registry, &opts)
+        // On a planner thread of its own: a heavy query neither overflows this runtime's stack
+        // nor holds up the requests it serves.
+        skystream_sql::plan_script_isolated(query, self.registry.clone(), opts)
             .await
             .map_err(ApiError::sql)
     }
@@ -578,6 +601,7 @@ impl Manager {
         let p = &mut planned.pipeline;
         p.config.name = def.name.clone();
         p.config.idle_timeout = self.cfg.idle_timeout;
+        p.config.max_event_ahead = self.cfg.max_event_ahead;
         let dir = self.checkpoint_dir(&def.id);
         let loc = StoreLocation::open(&dir.to_string_lossy(), &Default::default())
             .map_err(|e| ApiError::internal(format!("checkpoint directory: {e}")))?;
@@ -606,6 +630,11 @@ impl Manager {
             .collect();
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let (done_tx, done_rx) = watch::channel(false);
+        let metrics = pipeline.metrics();
+        // Its own thread and runtime: a pipeline's work never holds up the API's runtime.
+        let running = pipeline.spawn().map_err(|e| {
+            ApiError::internal(format!("cannot start a thread for pipeline {id}: {e}"))
+        })?;
         {
             let mut slots = self.slots.lock().unwrap();
             let Some(slot) = slots.get_mut(id) else {
@@ -615,14 +644,14 @@ impl Manager {
             slot.error = None;
             slot.started_ms = Some(now_ms());
             slot.outputs = outputs;
-            slot.metrics = pipeline.metrics();
-            slot.run = Some((pipeline.stop_handle(), done_rx));
+            slot.metrics = metrics;
+            slot.run = Some((running.stop.clone(), done_rx));
             slot.generation = generation;
         }
         let mgr = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            let r = pipeline.run().await;
+            let r = running.wait().await;
             mgr.ended(&id, generation, r);
             let _ = done_tx.send(true);
         });
@@ -658,6 +687,11 @@ impl Manager {
                 }
             }
             Ok(_) => slot.state = PipelineState::Stopped,
+            // Aborted at a stop: it resumes from its last checkpoint.
+            Err(skystream_engine::Error::Stopped(why)) => {
+                tracing::warn!(pipeline = %id, "stopped without a last checkpoint: {why}");
+                slot.state = PipelineState::Stopped;
+            }
             Err(e) => {
                 tracing::warn!(pipeline = %id, "failed: {e}");
                 slot.state = PipelineState::Failed;
@@ -671,7 +705,7 @@ impl Manager {
     /// Stops a running pipeline after its last checkpoint. `keep_running`: it resumes when the
     /// server restarts (a server shutdown), else it stays stopped.
     async fn halt(&self, id: &str, keep_running: bool) -> ApiResult<()> {
-        let mut done = {
+        let done = {
             let mut slots = self.slots.lock().unwrap();
             let slot = slots.get_mut(id).ok_or_else(|| ApiError::not_found(id))?;
             if !keep_running && slot.def.running {
@@ -686,12 +720,23 @@ impl Manager {
             };
             slot.state = PipelineState::Stopping;
             stop.stop();
-            done
+            (stop, done)
         };
-        match tokio::time::timeout(STOP_TIMEOUT, done.wait_for(|d| *d)).await {
+        let (stop, mut done) = done;
+        if tokio::time::timeout(STOP_TIMEOUT, done.wait_for(|d| *d))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // The last checkpoint did not come: give it up (the previous one stays in force).
+        tracing::warn!(pipeline = %id, "no last checkpoint within {STOP_TIMEOUT:?}: aborting");
+        stop.abort();
+        match tokio::time::timeout(ABORT_TIMEOUT, done.wait_for(|d| *d)).await {
             Ok(_) => Ok(()),
             Err(_) => Err(ApiError::internal(format!(
-                "pipeline '{id}' did not stop within {STOP_TIMEOUT:?}"
+                "pipeline '{id}' did not stop within {:?}",
+                STOP_TIMEOUT + ABORT_TIMEOUT
             ))),
         }
     }
@@ -727,11 +772,13 @@ impl Manager {
             .filter(|(_, s)| s.run.is_some())
             .map(|(id, _)| id.clone())
             .collect();
-        for id in ids {
-            if let Err(e) = self.halt(&id, true).await {
+        // All at once: one pipeline slow to take its checkpoint does not hold up the others.
+        let halts = ids.iter().map(|id| async move {
+            if let Err(e) = self.halt(id, true).await {
                 tracing::warn!(pipeline = %id, "stopping: {e}");
             }
-        }
+        });
+        futures::future::join_all(halts).await;
     }
 }
 

@@ -29,7 +29,7 @@ pub fn render(manager: &Manager) -> String {
         let _ = writeln!(out, "skystream_pipelines{{state=\"{name}\"}} {n}");
     }
     type Get = fn(&skystream_engine::metrics::MetricsSnapshot) -> Option<f64>;
-    let series: [(&str, &str, &str, Get); 15] = [
+    let series: [(&str, &str, &str, Get); 16] = [
         (
             "rows_in_total",
             "counter",
@@ -45,6 +45,12 @@ pub fn render(manager: &Manager) -> String {
         ("late_rows_total", "counter", "Rows dropped as late.", |m| {
             Some(m.late_rows as f64)
         }),
+        (
+            "ahead_rows_total",
+            "counter",
+            "Rows skipped because their event time ran too far ahead of the wall clock.",
+            |m| Some(m.ahead_rows as f64),
+        ),
         (
             "windows_emitted_total",
             "counter",

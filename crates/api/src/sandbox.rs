@@ -17,6 +17,8 @@ pub struct Sandbox {
     pub allowed_hosts: Vec<String>,
     /// Raw client settings (`kafka.*` librdkafka properties) are allowed.
     pub allow_raw_settings: bool,
+    /// Tables may use the server's own credentials (the `AWS_*` environment for an S3 lake).
+    pub allow_server_credentials: bool,
     /// Connectors that cannot be used at all.
     pub denied_connectors: Vec<String>,
 }
@@ -31,6 +33,7 @@ impl Default for Sandbox {
                 .map(String::from)
                 .to_vec(),
             allow_raw_settings: false,
+            allow_server_credentials: false,
             denied_connectors: vec!["memory".into()],
         }
     }
@@ -43,6 +46,7 @@ impl Sandbox {
             allow_local_files: true,
             allowed_hosts: vec!["*".into()],
             allow_raw_settings: true,
+            allow_server_credentials: true,
             denied_connectors: Vec::new(),
         }
     }
@@ -69,15 +73,34 @@ impl Sandbox {
                          queries read or write local files (use s3:// for the lake)"
                     ));
                 }
-                Resource::Endpoint(e) => {
-                    let host = host_of(&e);
-                    if !self.host_allowed(&host) {
-                        return Err(format!(
-                            "table '{table}': host '{host}' is not allowed (allowed: {}; the \
-                             server's --allow-host adds more)",
-                            self.allowed_hosts.join(", ")
-                        ));
-                    }
+                Resource::LocalSocket(p) if !self.allow_local_files => {
+                    return Err(format!(
+                        "table '{table}': '{p}' is a local socket of the server; the API does \
+                         not let queries reach them"
+                    ));
+                }
+                Resource::Host(host) if !self.host_allowed(&host) => {
+                    return Err(format!(
+                        "table '{table}': host '{host}' is not allowed (allowed: {}; the \
+                         server's --allow-host adds more)",
+                        self.allowed_hosts.join(", ")
+                    ));
+                }
+                Resource::Invalid(why) => {
+                    return Err(format!("table '{table}': {why}"));
+                }
+                Resource::UrlCredentials(hint) => {
+                    return Err(format!(
+                        "table '{table}': user names and passwords inside URLs are not \
+                         allowed through the API ({hint})"
+                    ));
+                }
+                Resource::ServerCredentials(what) if !self.allow_server_credentials => {
+                    return Err(format!(
+                        "table '{table}': it would use the server's own credentials for \
+                         {what}; the API does not lend them (the server's \
+                         --allow-server-credentials does)"
+                    ));
                 }
                 Resource::RawSetting(k) if !self.allow_raw_settings => {
                     return Err(format!(
@@ -103,42 +126,9 @@ impl Sandbox {
     }
 }
 
-/// The host of a URL (`scheme://user@host:port/path`) or of `host:port`.
-fn host_of(endpoint: &str) -> String {
-    let rest = endpoint
-        .split_once("://")
-        .map(|(_, r)| r)
-        .unwrap_or(endpoint);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let hostport = authority
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(authority);
-    if let Some(v6) = hostport.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or("").to_string();
-    }
-    match hostport.matches(':').count() {
-        1 => hostport.split(':').next().unwrap_or("").to_string(),
-        _ => hostport.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_of_urls_and_host_ports() {
-        assert_eq!(host_of("redis://127.0.0.1:6379"), "127.0.0.1");
-        assert_eq!(host_of("redis://:pw@cache.example:6379/0"), "cache.example");
-        assert_eq!(host_of("kafka-1:9092"), "kafka-1");
-        assert_eq!(host_of("http://[::1]:9000"), "::1");
-        assert_eq!(host_of("::1"), "::1");
-        assert_eq!(
-            host_of("wss://jetstream2.us-east.bsky.network/subscribe"),
-            "jetstream2.us-east.bsky.network"
-        );
-    }
 
     #[test]
     fn allow_list_matches_exact_names_and_suffixes() {

@@ -52,6 +52,10 @@ enum Command {
         /// Memory the pipeline's operators and window state may hold, in MiB (0: unlimited).
         #[arg(long, default_value_t = 0)]
         memory_limit_mb: usize,
+        /// How far ahead of the wall clock a live source's event time may be (Jetstream,
+        /// Kafka); later events are skipped and counted. A duration (`10m`) or `off`.
+        #[arg(long, default_value = "10m")]
+        max_event_ahead: String,
         /// Set an option of a declared table: TABLE.KEY=VALUE (repeatable). Giving
         /// TABLE.connector replaces all the table's options, e.g. --with posts.connector=synthetic
         /// --with posts.speed=60.
@@ -154,6 +158,7 @@ fn real_main() -> Result<()> {
             progress,
             idle_timeout,
             memory_limit_mb,
+            max_event_ahead,
             with,
             checkpoint,
         } => {
@@ -172,6 +177,7 @@ fn real_main() -> Result<()> {
                     progress,
                     idle_timeout,
                     memory_limit: (memory_limit_mb > 0).then_some(memory_limit_mb << 20),
+                    max_event_ahead: parse_event_ahead(&max_event_ahead)?,
                     tables: parse_with(&with)?,
                     name,
                     checkpoint: checkpoint.checkpoint,
@@ -221,6 +227,7 @@ fn real_main() -> Result<()> {
                     progress: 5.0,
                     idle_timeout: 5.0,
                     memory_limit: None,
+                    max_event_ahead: None,
                     tables: Default::default(),
                     name: "demo".into(),
                     checkpoint: None,
@@ -288,11 +295,22 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// `--max-event-ahead`: a duration, or `off`.
+pub(crate) fn parse_event_ahead(v: &str) -> Result<Option<Duration>> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    skystream_engine::time::parse_duration(v)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--max-event-ahead: {e}"))
+}
+
 struct RunOptions {
     explain: bool,
     progress: f64,
     idle_timeout: f64,
     memory_limit: Option<usize>,
+    max_event_ahead: Option<Duration>,
     tables: BTreeMap<String, BTreeMap<String, String>>,
     name: String,
     checkpoint: Option<String>,
@@ -305,6 +323,7 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
         progress,
         idle_timeout,
         memory_limit,
+        max_event_ahead,
         tables,
         name,
         checkpoint,
@@ -330,6 +349,7 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
         }
         let mut pipeline = planned.pipeline;
         pipeline.config.idle_timeout = Duration::from_secs_f64(idle_timeout.max(0.0));
+        pipeline.config.max_event_ahead = max_event_ahead;
         pipeline.config.name = name.clone();
         if let Some(loc) = &checkpoint {
             let root = format!("{}/{name}", loc.trim_end_matches('/'));
@@ -340,11 +360,22 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
         }
         let metrics = pipeline.metrics();
         let stop = pipeline.stop_handle();
+        // Ctrl-C or SIGTERM (a service manager's stop): a graceful stop with a last checkpoint.
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("stopping...");
-                stop.stop();
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut t) => {
+                        t.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
             }
+            eprintln!("stopping...");
+            stop.stop();
         });
         let reporter = (progress > 0.0).then(|| tokio::spawn(report(metrics.clone(), Duration::from_secs_f64(progress))));
         let summary = pipeline.run().await;
@@ -389,11 +420,16 @@ async fn report(metrics: Arc<PipelineMetrics>, every: Duration) {
         let now = metrics.snapshot();
         let dt = at.elapsed().as_secs_f64().max(1e-9);
         eprintln!(
-            "[progress] {:.0} events/s | watermark {} | windows {} | late {} | malformed {} | panes {} ({:.1} MiB){}{}",
+            "[progress] {:.0} events/s | watermark {} | windows {} | late {}{} | malformed {} | panes {} ({:.1} MiB){}{}",
             (now.rows_in - last.rows_in) as f64 / dt,
             now.watermark.map(format_ns).unwrap_or_else(|| "-".into()),
             now.windows_emitted,
             now.late_rows,
+            if now.ahead_rows > 0 {
+                format!(" | ahead of the clock {}", now.ahead_rows)
+            } else {
+                String::new()
+            },
             now.malformed,
             now.open_panes,
             now.state_bytes as f64 / (1 << 20) as f64,

@@ -37,6 +37,16 @@ pub struct ServeArgs {
     /// Largest request body, in KiB.
     #[arg(long, default_value_t = 256)]
     body_limit_kb: usize,
+    /// HTTP connections open at once (past it the oldest idle one is closed).
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds an HTTP connection may stay idle (no request in progress).
+    #[arg(long, default_value_t = 60.0)]
+    http_idle_timeout: f64,
+    /// How far ahead of the wall clock a live source's event time may be (Jetstream, Kafka);
+    /// later events are skipped and counted. A duration (`10m`) or `off`.
+    #[arg(long, default_value = "10m")]
+    max_event_ahead: String,
     /// Seconds without input after which a source stops holding windows back.
     #[arg(long, default_value_t = 5.0)]
     idle_timeout: f64,
@@ -48,6 +58,10 @@ pub struct ServeArgs {
     /// and set raw kafka.* properties. Only for a trusted, local server.
     #[arg(long)]
     unsandboxed: bool,
+    /// Let submitted queries use the server's own credentials (the AWS_* environment for an
+    /// S3 lake without s3_access_key_id).
+    #[arg(long)]
+    allow_server_credentials: bool,
     /// Read /api/v1/trends from Redis: the URL (the key prefix is --trends-key).
     #[arg(long, env = "SKYSTREAM_TRENDS_REDIS")]
     trends_redis: Option<String>,
@@ -77,6 +91,15 @@ pub struct ServeArgs {
     /// Seconds between re-listings of the lake (new datasets and files).
     #[arg(long, default_value_t = 10.0)]
     sql_refresh: f64,
+    /// SQL connections open at once (past it the oldest idle one is closed).
+    #[arg(long, default_value_t = 64)]
+    sql_max_connections: usize,
+    /// Seconds a SQL connection may stay idle (no statement in progress).
+    #[arg(long, default_value_t = 600.0)]
+    sql_idle_timeout: f64,
+    /// The longest SQL query text, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    sql_max_query_kb: usize,
     /// A pipeline to create at start unless one of that name exists (repeatable): NAME for a
     /// shipped script of sql/ (trends, keyword_counts, ...), or NAME=FILE.
     #[arg(long = "pipeline", value_name = "NAME[=FILE]")]
@@ -146,15 +169,24 @@ fn sql_config(args: &ServeArgs) -> Result<Option<(SocketAddr, SqlConfig)>> {
         ),
         None => None,
     };
+    if args.sql_max_query_kb == 0 || args.sql_max_connections == 0 {
+        bail!("--sql-max-query-kb and --sql-max-connections must be positive");
+    }
+    let query_timeout = seconds("--sql-timeout", args.sql_timeout)?;
     Ok(Some((
         addr,
         SqlConfig {
             lake,
             user: args.sql_user.clone(),
             password,
-            query_timeout: seconds("--sql-timeout", args.sql_timeout)?,
+            query_timeout,
             memory_limit: args.sql_memory_mb << 20,
             refresh: seconds("--sql-refresh", args.sql_refresh)?,
+            max_connections: args.sql_max_connections,
+            // A statement in progress is never idle; the idle clock starts after it.
+            idle_timeout: seconds("--sql-idle-timeout", args.sql_idle_timeout)?,
+            max_query_bytes: args.sql_max_query_kb << 10,
+            ..SqlConfig::default()
         },
     )))
 }
@@ -301,6 +333,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         Sandbox::default()
     };
     sandbox.allowed_hosts.extend(args.allow_hosts);
+    sandbox.allow_server_credentials |= args.allow_server_credentials;
+    if args.max_connections == 0 {
+        bail!("--max-connections must be positive");
+    }
     let config = ApiConfig {
         manager: ManagerConfig {
             data_dir: args.data_dir,
@@ -308,10 +344,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             idle_timeout: Duration::from_secs_f64(args.idle_timeout),
             sandbox,
             memory_limit: (args.memory_limit_mb > 0).then_some(args.memory_limit_mb << 20),
+            max_event_ahead: crate::parse_event_ahead(&args.max_event_ahead)?,
         },
         token: args.token.filter(|t| !t.is_empty()),
         body_limit: args.body_limit_kb << 10,
         trends_redis: args.trends_redis.map(|u| (u, args.trends_key)),
+        max_connections: args.max_connections,
+        idle_timeout: seconds("--http-idle-timeout", args.http_idle_timeout)?,
+        ..ApiConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -52,11 +52,33 @@ impl TableDef {
 pub enum Resource {
     /// A file or directory on this machine.
     LocalPath(String),
-    /// A network endpoint: a URL or `host:port`.
-    Endpoint(String),
+    /// A socket of this machine (a Unix domain socket path).
+    LocalSocket(String),
+    /// A network host (a name or an IP address) the table connects to, as the client library
+    /// that connects parses its address (see [`crate::address`]).
+    Host(String),
+    /// An address the connector cannot parse unambiguously, with why.
+    Invalid(String),
+    /// A user name or password written inside a URL.
+    UrlCredentials(String),
+    /// The server's own credentials (its environment, e.g. `AWS_*`) would be used, for what.
+    ServerCredentials(String),
     /// A pass-through setting of a client library that may reach files or load code (e.g. a
     /// librdkafka property), named by its option.
     RawSetting(String),
+}
+
+impl Resource {
+    /// The hosts of parsed endpoints, or why an address is refused.
+    pub fn hosts(
+        r: crate::Result<Vec<crate::address::Endpoint>>,
+    ) -> impl Iterator<Item = Resource> {
+        let v: Vec<Resource> = match r {
+            Ok(v) => v.into_iter().map(|e| Resource::Host(e.host)).collect(),
+            Err(e) => vec![Resource::Invalid(e.to_string())],
+        };
+        v.into_iter()
+    }
 }
 
 /// A kind of source and/or sink.

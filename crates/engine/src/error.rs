@@ -12,6 +12,9 @@ pub enum Error {
     /// An operator's state outgrew the pipeline's memory limit.
     #[error("out of memory: {0}")]
     MemoryLimit(String),
+    /// The pipeline was stopped while this was in progress.
+    #[error("stopped: {0}")]
+    Stopped(String),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]

@@ -30,6 +30,9 @@ use crate::metrics::OperatorCounters;
 use crate::window::WindowAggregate;
 use crate::{Error, Result};
 
+/// Window ends a flow emits in one step of [`Flow::advance`].
+const STEP_ENDS: i64 = 64;
+
 /// A plan reading a flow's sources.
 pub struct Head {
     /// Source index and the feed of the plan that reads it.
@@ -207,12 +210,29 @@ impl Flow {
         Ok(out)
     }
 
-    /// Advances the windows to `wm`; returns what the windows it completes yield, one batch
-    /// per window end, oldest first.
+    /// Whether the windows have yet to reach watermark `wm` (see [`Flow::advance`]).
+    pub(crate) fn behind(&self, wm: i64) -> bool {
+        wm > self.watermark
+    }
+
+    /// Advances the windows towards `wm` by one step of at most [`STEP_ENDS`] window ends;
+    /// returns what the windows it completes yield, one batch per window end, oldest first.
+    /// Call again while [`Flow::behind`]: a watermark that jumps far (the end of the input, a
+    /// source idle for long) emits its windows a step at a time instead of all at once.
     pub(crate) fn advance(&mut self, wm: i64, ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
         if wm <= self.watermark {
             return Ok(Vec::new());
         }
+        // The windows of a flow slide alike: a step ends STEP_ENDS slides after the first end
+        // any window still has to emit (gaps without any window are skipped).
+        let slide = self.windows.iter().map(|w| w.op.spec().slide_ns).min();
+        let next = self.windows.iter().filter_map(|w| w.op.next_end()).min();
+        let wm = match (slide, next) {
+            (Some(slide), Some(next)) if next < wm => {
+                wm.min(next.saturating_add(slide.saturating_mul(STEP_ENDS - 1)))
+            }
+            _ => wm,
+        };
         self.watermark = wm;
         let mut by_end: BTreeMap<i64, Vec<(usize, RecordBatch)>> = BTreeMap::new();
         for i in 0..self.windows.len() {

@@ -30,6 +30,10 @@ pub trait RecordDecoder: Send {
     fn flush(&mut self) -> Result<Option<RecordBatch>>;
 }
 
+/// The largest input record (a JSONL line, a Kafka message, a Jetstream event) decoded; larger
+/// ones are skipped as malformed. Real Jetstream events are a few KiB.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
 /// Decodes one input record into `decoder`, counting it, and counting and logging (the first
 /// 20 of) the malformed ones.
 pub fn push_record(
@@ -45,7 +49,15 @@ pub fn push_record(
         return;
     }
     ctx.counters.add_records(1);
-    match decoder.push(trimmed) {
+    let decoded = if trimmed.len() > MAX_RECORD_BYTES {
+        Err(format!(
+            "{} bytes, over the limit of {MAX_RECORD_BYTES} bytes a record may have",
+            trimmed.len()
+        ))
+    } else {
+        decoder.push(trimmed)
+    };
+    match decoded {
         Ok(Decoded::Row) => {}
         Ok(Decoded::Filtered) => ctx.counters.add_filtered(1),
         Err(reason) => {

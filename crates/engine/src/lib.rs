@@ -9,6 +9,7 @@
 //! The engine knows nothing of SQL text or of any particular connector: the planner
 //! (`skystream-sql`) builds the flows, connectors implement [`connector::Connector`].
 
+pub mod address;
 pub mod checkpoint;
 pub mod connector;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod options;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod stop;
 pub mod time;
 pub mod watermark;
 pub mod window;

@@ -14,6 +14,9 @@ pub struct PipelineMetrics {
     pub rows_in: AtomicU64,
     /// Rows dropped because they arrived after the watermark had passed them.
     pub late_rows: AtomicU64,
+    /// Rows dropped because their event time ran too far ahead of the wall clock (see
+    /// `PipelineConfig::max_event_ahead`).
+    pub ahead_rows: AtomicU64,
     /// Windows emitted by every window operator.
     pub windows_emitted: AtomicU64,
     /// Rows written to sinks.
@@ -83,6 +86,7 @@ impl Default for PipelineMetrics {
         Self {
             rows_in: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
+            ahead_rows: AtomicU64::new(0),
             windows_emitted: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
@@ -108,6 +112,8 @@ impl Default for PipelineMetrics {
 pub struct MetricsSnapshot {
     pub rows_in: u64,
     pub late_rows: u64,
+    /// See [`PipelineMetrics::ahead_rows`].
+    pub ahead_rows: u64,
     pub windows_emitted: u64,
     pub rows_out: u64,
     pub watermark: Option<i64>,
@@ -150,6 +156,7 @@ impl PipelineMetrics {
         let mut s = MetricsSnapshot {
             rows_in: self.rows_in.load(Ordering::Relaxed),
             late_rows: self.late_rows.load(Ordering::Relaxed),
+            ahead_rows: self.ahead_rows.load(Ordering::Relaxed),
             windows_emitted: self.windows_emitted.load(Ordering::Relaxed),
             rows_out: self.rows_out.load(Ordering::Relaxed),
             watermark: (wm != i64::MIN && wm != i64::MAX).then_some(wm),

@@ -57,8 +57,22 @@ impl StoreLocation {
         }
         match url.strip_prefix("s3://") {
             Some(rest) => {
-                if rest.split('/').next().unwrap_or("").is_empty() {
+                let bucket = rest.split('/').next().unwrap_or("");
+                if bucket.is_empty() {
                     return Err(Error::plan(format!("'{url}': no bucket in the S3 URL")));
+                }
+                // The bucket and the region become part of a host name: nothing else may.
+                crate::address::check_bucket(bucket)?;
+                if let Some(r) = s3.get("region") {
+                    crate::address::check_region(r)?;
+                }
+                if let Some(e) = s3.get("endpoint") {
+                    crate::address::parse_url("s3_endpoint", e, &["http", "https"])?;
+                }
+                if url.chars().any(|c| c == '\\' || c.is_control()) {
+                    return Err(Error::plan(format!(
+                        "'{url}': backslashes and control characters are not allowed"
+                    )));
                 }
             }
             None => {
@@ -92,7 +106,21 @@ impl StoreLocation {
         Self::validate(url, s3)?;
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let mut b = AmazonS3Builder::from_env()
+            // Credentials given with the location are used alone: none of the environment's
+            // (a session token, say) is mixed in with them.
+            let own_credentials = s3.contains_key("access_key_id");
+            let base = if own_credentials {
+                let mut b = AmazonS3Builder::new();
+                if let Ok(r) =
+                    std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                {
+                    b = b.with_region(r);
+                }
+                b
+            } else {
+                AmazonS3Builder::from_env()
+            };
+            let mut b = base
                 .with_bucket_name(bucket)
                 .with_retry(RetryConfig {
                     backoff: BackoffConfig {
@@ -156,6 +184,44 @@ impl StoreLocation {
                 url: url.to_string(),
             })
         }
+    }
+
+    /// What a location reaches outside the process, for a sandbox: the S3 host it connects to
+    /// (none for the server's own `AWS_ENDPOINT_URL`), and whether the server's own credentials
+    /// (the `AWS_*` environment) would sign its requests.
+    pub fn resources(url: &str, s3: &BTreeMap<String, String>) -> Vec<crate::connector::Resource> {
+        use crate::connector::Resource;
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return vec![Resource::LocalPath(url.to_string())];
+        };
+        if let Err(e) = Self::validate(url, s3) {
+            return vec![Resource::Invalid(e.to_string())];
+        }
+        let mut r = Vec::new();
+        match s3.get("endpoint") {
+            Some(e) => r.extend(Resource::hosts(
+                crate::address::parse_url("s3_endpoint", e, &["http", "https"]).map(|e| vec![e]),
+            )),
+            None if std::env::var_os("AWS_ENDPOINT_URL").is_some()
+                || std::env::var_os("AWS_ENDPOINT").is_some() => {}
+            None => {
+                let region = s3
+                    .get("region")
+                    .cloned()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".into());
+                let bucket = rest.split('/').next().unwrap_or("");
+                r.push(Resource::Host(format!(
+                    "{bucket}.s3.{region}.amazonaws.com"
+                )));
+            }
+        }
+        if !s3.contains_key("access_key_id") {
+            r.push(Resource::ServerCredentials(
+                "S3 (the AWS_* environment; give s3_access_key_id and s3_secret_access_key)".into(),
+            ));
+        }
+        r
     }
 
     /// A path under this location.

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
+/// The largest `batch_size` a source accepts: a batch is held whole in memory (several in the
+/// channel to the engine), outside the pipeline's memory accounting.
+pub const MAX_BATCH_SIZE: usize = 65_536;
+
 /// Options of one table. Connectors `take` the keys they understand and call
 /// [`Options::finish`], which rejects every key left over by name.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +82,32 @@ impl Options {
                 .map(Some)
                 .map_err(|_| self.err(format!("option '{key}': cannot parse '{v}'"))),
         }
+    }
+
+    /// A number in `range` (an error naming the option and the range otherwise).
+    pub fn take_bounded<T>(
+        &mut self,
+        key: &str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<Option<T>>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        match self.take_parsed::<T>(key)? {
+            Some(v) if !range.contains(&v) => Err(self.err(format!(
+                "option '{key}': {v} is out of range ({} to {})",
+                range.start(),
+                range.end()
+            ))),
+            v => Ok(v),
+        }
+    }
+
+    /// `batch_size`: rows a source sends to the engine at once, 1 to [`MAX_BATCH_SIZE`].
+    pub fn take_batch_size(&mut self, default: usize) -> Result<usize> {
+        Ok(self
+            .take_bounded("batch_size", 1..=MAX_BATCH_SIZE)?
+            .unwrap_or(default))
     }
 
     pub fn take_bool(&mut self, key: &str) -> Result<Option<bool>> {

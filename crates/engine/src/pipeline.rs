@@ -1,22 +1,30 @@
 //! The pipeline runtime: one task drives every flow of a pipeline, single-threaded.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use datafusion::execution::TaskContext;
-use tokio::sync::{Notify, mpsc};
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::{
     Checkpoint, CheckpointConfig, CheckpointStore, Manifest, SinkCheckpoint, SourceCheckpoint,
 };
 pub use crate::flow::{Flow, Head, WindowStage};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
-use crate::sink::{Sink, SinkStart};
+use crate::sink::{Sink, SinkStart, SinkStatus};
 use crate::source::{Position, Source, SourceContext, SourceCounters, SourceEvent};
+pub use crate::stop::StopHandle;
 use crate::watermark::{WatermarkSpec, WatermarkTracker};
 use crate::{Error, Result};
+
+/// Once a stop is asked for, a sink call still in flight gets this long to finish (a last
+/// upload, a flush) before it is abandoned; a sink that is failing and retrying is abandoned at
+/// once. The previous checkpoint then stays in force, so nothing is lost.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A source of the pipeline with its event-time declaration.
 pub struct SourceSlot {
@@ -39,6 +47,9 @@ pub struct PipelineConfig {
     pub idle_timeout: Duration,
     /// Batches buffered between sources and the engine.
     pub channel_capacity: usize,
+    /// How far ahead of the wall clock the event time of a live source (Jetstream, Kafka) may
+    /// be; later events are skipped and counted (`None`: no bound).
+    pub max_event_ahead: Option<Duration>,
 }
 
 impl Default for PipelineConfig {
@@ -47,20 +58,35 @@ impl Default for PipelineConfig {
             name: "pipeline".into(),
             idle_timeout: Duration::from_secs(5),
             channel_capacity: 16,
+            max_event_ahead: Some(DEFAULT_MAX_EVENT_AHEAD),
         }
     }
 }
 
-/// Asks a running pipeline to stop (its sinks are flushed; open windows are not emitted).
-#[derive(Debug, Clone, Default)]
-pub struct StopHandle {
-    notify: Arc<Notify>,
+/// The default of [`PipelineConfig::max_event_ahead`].
+pub const DEFAULT_MAX_EVENT_AHEAD: Duration = Duration::from_secs(600);
+
+/// A pipeline running on a thread of its own (see [`Pipeline::spawn`]).
+pub struct RunningPipeline {
+    pub stop: StopHandle,
+    done: oneshot::Receiver<Result<RunSummary>>,
 }
 
-impl StopHandle {
-    pub fn stop(&self) {
-        self.notify.notify_one();
+impl RunningPipeline {
+    /// Waits for the run to end.
+    pub async fn wait(self) -> Result<RunSummary> {
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(Error::plan("the pipeline's thread ended without a result")))
     }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A built pipeline, ready to run.
@@ -104,6 +130,12 @@ impl Pipeline {
                 w.track_memory(pool, name);
             }
         }
+        let stop = StopHandle::default();
+        for f in &mut flows {
+            for w in f.window_ops_mut() {
+                w.set_stop(stop.clone());
+            }
+        }
         Self {
             sources,
             flows,
@@ -112,8 +144,48 @@ impl Pipeline {
             config: PipelineConfig::default(),
             checkpoint: None,
             metrics: Arc::default(),
-            stop: StopHandle::default(),
+            stop,
         }
+    }
+
+    /// Runs the pipeline on a thread of its own, with a runtime of its own, so that its work
+    /// (decoding, windows, sinks) never holds up the caller's runtime, and one pipeline's CPU
+    /// use does not hold up another's. A panic anywhere in the pipeline (its sources included)
+    /// ends the run with an error saying so; an abort ends it at once.
+    pub fn spawn(self) -> std::io::Result<RunningPipeline> {
+        let stop = self.stop.clone();
+        let (tx, done) = oneshot::channel();
+        let name = self.config.name.clone();
+        let aborted = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("pipeline-{name}"))
+            .stack_size(32 << 20)
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::Io(e)));
+                        return;
+                    }
+                };
+                let r = rt.block_on(async move {
+                    let run = std::panic::AssertUnwindSafe(self.run()).catch_unwind();
+                    tokio::select! {
+                        r = run => r.unwrap_or_else(|p| {
+                            Err(Error::plan(format!("the pipeline panicked: {}", panic_message(&*p))))
+                        }),
+                        _ = aborted.aborted() => Err(Error::Stopped("aborted".into())),
+                    }
+                });
+                // Source tasks still running are dropped with the runtime, without waiting for
+                // blocking work.
+                rt.shutdown_timeout(Duration::from_secs(1));
+                let _ = tx.send(r);
+            })?;
+        Ok(RunningPipeline { stop, done })
     }
 
     pub fn metrics(&self) -> Arc<PipelineMetrics> {
@@ -143,7 +215,11 @@ impl Pipeline {
         let started = Instant::now();
         let mut trackers: Vec<WatermarkTracker> = sources
             .iter()
-            .map(|s| WatermarkTracker::new(s.watermark, config.idle_timeout))
+            .map(|s| {
+                let live = s.source.event_time_is_wall_clock();
+                WatermarkTracker::new(s.watermark, config.idle_timeout)
+                    .with_max_ahead(config.max_event_ahead.filter(|_| live))
+            })
             .collect();
         let mut positions: Vec<Option<Position>> = vec![None; sources.len()];
         let source_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
@@ -184,14 +260,15 @@ impl Pipeline {
             let restored = ck
                 .as_mut()
                 .and_then(|(_, _, epoch, states)| states[i].take().map(|st| (*epoch, st)));
-            s.sink
-                .start(SinkStart {
-                    pipeline: config.name.clone(),
-                    checkpoints: ck.is_some(),
-                    restored,
-                })
+            let status = s.sink.status();
+            let start = s.sink.start(SinkStart {
+                pipeline: config.name.clone(),
+                checkpoints: ck.is_some(),
+                restored,
+            });
+            guarded(&stop, status.as_deref(), &s.name, start)
                 .await
-                .map_err(|e| Error::connector(&s.name, e))?;
+                .map_err(|e| sink_error(&s.name, e))?;
             if let Some(st) = s.sink.status() {
                 metrics.sinks.lock().unwrap().push((s.name.clone(), st));
             }
@@ -228,13 +305,21 @@ impl Pipeline {
                 tx: tx.clone(),
                 restore: positions[i].clone(),
                 counters,
+                event_time_column: slot.watermark.map(|w| w.column),
             };
             let err_tx = err_tx.clone();
             let name = slot.name;
-            let fut = slot.source.run(ctx);
+            let fut = std::panic::AssertUnwindSafe(slot.source.run(ctx)).catch_unwind();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = fut.await {
-                    let _ = err_tx.send((name, e));
+                match fut.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        let _ = err_tx.send((name, e));
+                    }
+                    Err(p) => {
+                        let e = Error::plan(format!("panicked: {}", panic_message(&*p)));
+                        let _ = err_tx.send((name, e));
+                    }
                 }
             }));
         }
@@ -249,13 +334,13 @@ impl Pipeline {
             loop {
                 tokio::select! {
                     biased;
-                    _ = stop.notify.notified() => return Ok(false),
+                    _ = stop.stopping() => return Ok(false),
                     Some((name, e)) = err_rx.recv() => {
                         return Err(Error::connector(name, e));
                     }
                     _ = tokio::time::sleep_until(next_ck), if ck.is_some() => {
                         if let Some(c) = ck.as_mut() {
-                            c.take(&source_names, &trackers, &positions, &mut flows, &mut sinks, &metrics, false).await?;
+                            c.take(&source_names, &trackers, &positions, &mut flows, &mut sinks, &metrics, &stop, false).await?;
                         }
                         next_ck = tokio::time::Instant::now() + ck_every;
                     }
@@ -268,7 +353,7 @@ impl Pipeline {
                                 if batch.num_rows() > 0 {
                                     for flow in flows.iter_mut().filter(|f| f.reads(i)) {
                                         let out = flow.process(i, &batch, &task_ctx)?;
-                                        write_flow(flow, &mut sinks, out, &metrics).await?;
+                                        write_flow(flow, &mut sinks, out, &metrics, &stop).await?;
                                     }
                                 }
                                 if position.is_some() {
@@ -282,8 +367,10 @@ impl Pipeline {
                     }
                     _ = tick.tick() => {}
                 }
-                advance_all(&mut flows, &mut sinks, &mut trackers, &task_ctx, &metrics).await?;
+                advance_all(&mut flows, &mut sinks, &mut trackers, &task_ctx, &metrics, &stop).await?;
                 let late: u64 = trackers.iter().map(|t| t.late_rows).sum();
+                let ahead: u64 = trackers.iter().map(|t| t.ahead_rows).sum();
+                metrics.ahead_rows.store(ahead, Ordering::Relaxed);
                 let [windows, wlate, panes, state_bytes] = flows
                     .iter()
                     .map(Flow::window_stats)
@@ -301,30 +388,103 @@ impl Pipeline {
         for t in &tasks {
             t.abort();
         }
-        let completed = result?;
-        if let Some(c) = ck.as_mut() {
-            c.take(
-                &source_names,
-                &trackers,
-                &positions,
-                &mut flows,
-                &mut sinks,
-                &metrics,
-                true,
-            )
-            .await?;
-        }
-        for s in sinks.iter_mut() {
-            s.sink
-                .flush()
-                .await
-                .map_err(|e| Error::connector(&s.name, e))?;
-        }
-        Ok(RunSummary {
+        let summary = |completed| RunSummary {
             metrics: metrics.snapshot(),
             elapsed: started.elapsed(),
             completed,
-        })
+        };
+        let completed = match result {
+            Ok(c) => c,
+            // A sink that was down when the stop came was abandoned: the run stops without a
+            // last checkpoint, and resumes from the previous one.
+            Err(Error::Stopped(why)) if stop.is_stopping() => {
+                tracing::warn!(pipeline = %config.name, "stopped without a last checkpoint: {why}");
+                return Ok(summary(false));
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(c) = ck.as_mut() {
+            let r = c
+                .take(
+                    &source_names,
+                    &trackers,
+                    &positions,
+                    &mut flows,
+                    &mut sinks,
+                    &metrics,
+                    &stop,
+                    true,
+                )
+                .await;
+            match r {
+                Ok(()) => {}
+                Err(e) if stop.is_stopping() && !completed => {
+                    tracing::warn!(
+                        pipeline = %config.name,
+                        "stopped without a last checkpoint (the previous one stays in force): {e}"
+                    );
+                    return Ok(summary(false));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for s in sinks.iter_mut() {
+            let status = s.sink.status();
+            let r = guarded(&stop, status.as_deref(), &s.name, s.sink.flush()).await;
+            match r {
+                Ok(()) => {}
+                Err(e) if stop.is_stopping() && !completed => {
+                    tracing::warn!(pipeline = %config.name, sink = %s.name, "not flushed at stop: {e}");
+                }
+                Err(e) => return Err(sink_error(&s.name, e)),
+            }
+        }
+        Ok(summary(completed))
+    }
+}
+
+/// A sink's error, named after it (a stop stays a stop).
+fn sink_error(name: &str, e: Error) -> Error {
+    match e {
+        Error::Stopped(_) => e,
+        e => Error::connector(name, e),
+    }
+}
+
+/// Runs a sink call. Once a stop is asked for, the call gets [`STOP_GRACE`] to finish, or none
+/// at all when the sink is degraded (failing and retrying) or the run is aborted: then it is
+/// abandoned with [`Error::Stopped`].
+async fn guarded<T>(
+    stop: &StopHandle,
+    status: Option<&SinkStatus>,
+    name: &str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::pin!(call);
+    tokio::select! {
+        biased;
+        r = &mut call => return r,
+        _ = stop.stopping() => {}
+    }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    loop {
+        let degraded = status.is_some_and(|s| s.degraded.load(Ordering::Relaxed));
+        if stop.is_aborted() || degraded || tokio::time::Instant::now() >= deadline {
+            return Err(Error::Stopped(format!(
+                "sink '{name}' was abandoned{}",
+                if degraded {
+                    " while it was failing and retrying"
+                } else {
+                    ""
+                }
+            )));
+        }
+        tokio::select! {
+            biased;
+            r = &mut call => return r,
+            _ = stop.aborted() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
 }
 
@@ -401,12 +561,13 @@ impl Checkpointer {
         flows: &mut [Flow],
         sinks: &mut [SinkSlot],
         metrics: &PipelineMetrics,
+        stop: &StopHandle,
         last: bool,
     ) -> Result<()> {
         let started = Instant::now();
         let epoch = self.epoch + 1;
         let r = self
-            .try_take(epoch, source_names, trackers, positions, flows, sinks)
+            .try_take(epoch, source_names, trackers, positions, flows, sinks, stop)
             .await;
         match r {
             Ok(bytes) => {
@@ -427,10 +588,12 @@ impl Checkpointer {
                 // Phase two. A failure here is retried at the next checkpoint (whose state
                 // still lists the work) and on restore.
                 for s in sinks.iter_mut() {
-                    if let Err(e) = s.sink.commit(epoch).await {
+                    let status = s.sink.status();
+                    let r = guarded(stop, status.as_deref(), &s.name, s.sink.commit(epoch)).await;
+                    if let Err(e) = r {
                         tracing::warn!(sink = %s.name, epoch, "commit failed, retried later: {e}");
                         if last {
-                            return Err(Error::connector(&s.name, e));
+                            return Err(sink_error(&s.name, e));
                         }
                     }
                 }
@@ -439,6 +602,7 @@ impl Checkpointer {
                 }
                 Ok(())
             }
+            Err(e @ Error::Stopped(_)) => Err(e),
             Err(e) => {
                 metrics.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
                 if last {
@@ -457,6 +621,7 @@ impl Checkpointer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn try_take(
         &mut self,
         epoch: u64,
@@ -465,14 +630,14 @@ impl Checkpointer {
         positions: &[Option<Position>],
         flows: &mut [Flow],
         sinks: &mut [SinkSlot],
+        stop: &StopHandle,
     ) -> Result<usize> {
         let mut sink_states = Vec::with_capacity(sinks.len());
         for s in sinks.iter_mut() {
-            let state = s
-                .sink
-                .precommit(epoch)
+            let status = s.sink.status();
+            let state = guarded(stop, status.as_deref(), &s.name, s.sink.precommit(epoch))
                 .await
-                .map_err(|e| Error::connector(&s.name, e))?;
+                .map_err(|e| sink_error(&s.name, e))?;
             sink_states.push(SinkCheckpoint {
                 name: s.name.clone(),
                 state,
@@ -510,15 +675,16 @@ async fn write(
     sink: &mut SinkSlot,
     batches: Vec<RecordBatch>,
     metrics: &PipelineMetrics,
+    stop: &StopHandle,
 ) -> Result<()> {
+    let status = sink.sink.status();
     for b in batches {
         metrics
             .rows_out
             .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-        sink.sink
-            .write(b)
+        guarded(stop, status.as_deref(), &sink.name, sink.sink.write(b))
             .await
-            .map_err(|e| Error::connector(&sink.name, e))?;
+            .map_err(|e| sink_error(&sink.name, e))?;
     }
     Ok(())
 }
@@ -529,13 +695,14 @@ async fn write_flow(
     sinks: &mut [SinkSlot],
     out: Vec<RecordBatch>,
     metrics: &PipelineMetrics,
+    stop: &StopHandle,
 ) -> Result<()> {
     if out.is_empty() {
         return Ok(());
     }
     flow.count_sinks(&out);
     for &s in &flow.sinks {
-        write(&mut sinks[s], out.clone(), metrics).await?;
+        write(&mut sinks[s], out.clone(), metrics, stop).await?;
     }
     Ok(())
 }
@@ -546,6 +713,7 @@ async fn advance_all(
     trackers: &mut [WatermarkTracker],
     ctx: &Arc<TaskContext>,
     metrics: &PipelineMetrics,
+    stop: &StopHandle,
 ) -> Result<()> {
     let now = Instant::now();
     let mut lowest = i64::MAX;
@@ -556,8 +724,15 @@ async fn advance_all(
             .min();
         let Some(wm) = wm else { continue };
         lowest = lowest.min(wm);
-        let out = flow.advance(wm, ctx)?;
-        write_flow(flow, sinks, out, metrics).await?;
+        // In steps of a bounded number of window ends, each written before the next is
+        // computed: a watermark that jumps far emits its windows without holding them all.
+        while flow.behind(wm) {
+            if stop.is_aborted() {
+                return Err(Error::Stopped("aborted while emitting windows".into()));
+            }
+            let out = flow.advance(wm, ctx)?;
+            write_flow(flow, sinks, out, metrics, stop).await?;
+        }
     }
     if lowest != i64::MAX {
         metrics.watermark.store(lowest, Ordering::Relaxed);

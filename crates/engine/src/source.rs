@@ -73,6 +73,9 @@ pub struct SourceContext {
     /// Position to resume from (from a checkpoint), if any.
     pub restore: Option<Position>,
     pub counters: Arc<SourceCounters>,
+    /// The column of the source's batches that holds event time (its watermark column), if
+    /// the table declares one: heartbeats are in its terms.
+    pub event_time_column: Option<usize>,
 }
 
 /// The pipeline stopped: the source should return.
@@ -90,6 +93,7 @@ impl SourceContext {
                 tx,
                 restore: None,
                 counters: Arc::default(),
+                event_time_column: None,
             },
             rx,
         )
@@ -110,6 +114,14 @@ impl SourceContext {
 pub trait Source: Send {
     /// Schema of the batches this source sends.
     fn schema(&self) -> SchemaRef;
+
+    /// Whether this source's event time is wall-clock time (a live feed such as Jetstream or a
+    /// Kafka topic), so that an event far ahead of the wall clock is bogus and is skipped
+    /// (see `PipelineConfig::max_event_ahead`). Recorded and synthetic streams keep time of
+    /// their own.
+    fn event_time_is_wall_clock(&self) -> bool {
+        false
+    }
 
     /// Reads the input and sends it to `ctx` until the input ends (then sends
     /// [`SourceEvent::End`]) or the engine stops listening. Errors that cannot be skipped end

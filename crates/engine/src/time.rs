@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
+const MAX_DURATION_SECS: f64 = 100.0 * 365.25 * 86_400.0;
+
 /// Parses `"<number> <unit>"` where unit is ns, us, ms, s, m/min, h, d or their long names.
 /// A bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
@@ -35,6 +37,12 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(Error::plan(format!("invalid duration '{s}'")));
     }
+    // Durations become nanoseconds in i64 (292 years); none needs more than a century.
+    if secs > MAX_DURATION_SECS {
+        return Err(Error::plan(format!(
+            "invalid duration '{s}': at most 100 years"
+        )));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 
@@ -43,6 +51,14 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
         .unwrap_or(0)
 }
 

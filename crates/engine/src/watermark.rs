@@ -51,6 +51,13 @@ pub struct WatermarkTracker {
     ended: bool,
     last_activity: Instant,
     pub late_rows: u64,
+    /// Rows skipped because their event time was more than `max_ahead_ns` ahead of the wall
+    /// clock.
+    pub ahead_rows: u64,
+    /// For sources whose event time is the wall clock's (a live feed): how far ahead of it an
+    /// event may be. One event stamped in year 2262 would otherwise move the watermark there and
+    /// every later event would be late.
+    max_ahead_ns: Option<i64>,
 }
 
 impl WatermarkTracker {
@@ -64,7 +71,17 @@ impl WatermarkTracker {
             ended: false,
             last_activity: Instant::now(),
             late_rows: 0,
+            ahead_rows: 0,
+            max_ahead_ns: None,
         }
+    }
+
+    /// Skips (and counts) rows whose event time is more than `max_ahead` ahead of the wall
+    /// clock. For sources whose event time is wall-clock time; recorded and synthetic streams
+    /// keep their own time.
+    pub fn with_max_ahead(mut self, max_ahead: Option<Duration>) -> Self {
+        self.max_ahead_ns = max_ahead.map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
+        self
     }
 
     pub fn watermark(&self) -> i64 {
@@ -131,7 +148,23 @@ impl WatermarkTracker {
         let ts = col.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
         let single = self.splits.len() == 1;
         let mut keep: Option<Vec<bool>> = None;
+        let too_far = self
+            .max_ahead_ns
+            .map(|a| crate::time::now_ns().saturating_add(a))
+            .unwrap_or(i64::MAX);
         for i in 0..ts.len() {
+            if ts.is_valid(i) && ts.value(i) > too_far {
+                keep.get_or_insert_with(|| vec![true; ts.len()])[i] = false;
+                self.ahead_rows += 1;
+                if self.ahead_rows.is_power_of_two() {
+                    tracing::warn!(
+                        event_time = ts.value(i),
+                        skipped = self.ahead_rows,
+                        "skipping an event whose time is too far ahead of the wall clock"
+                    );
+                }
+                continue;
+            }
             // Judged against the row's own split: the splits' order within themselves is fixed
             // (Kafka keeps a partition's order), their interleaving is not, so the rows kept
             // do not depend on how partitions interleave and a replay keeps the same rows.
@@ -228,6 +261,8 @@ pub struct TrackerCheckpoint {
     splits: Vec<(u32, i64)>,
     seen: bool,
     late_rows: u64,
+    #[serde(default)]
+    ahead_rows: u64,
 }
 
 impl WatermarkTracker {
@@ -245,6 +280,7 @@ impl WatermarkTracker {
             splits,
             seen: self.seen,
             late_rows: self.late_rows,
+            ahead_rows: self.ahead_rows,
         }
     }
 
@@ -263,6 +299,7 @@ impl WatermarkTracker {
             .collect();
         self.seen = cp.seen;
         self.late_rows = cp.late_rows;
+        self.ahead_rows = cp.ahead_rows;
         self.last_activity = now;
     }
 }
@@ -395,6 +432,26 @@ mod tests {
         let b = kept(&[(1, &[50]), (1, &[200]), (0, &[100, 85])]);
         assert_eq!(a, b);
         assert_eq!(a, (vec![(0, 100), (1, 50), (1, 200)], 1));
+    }
+
+    #[test]
+    fn events_far_ahead_of_the_wall_clock_are_skipped() {
+        let mut t = WatermarkTracker::new(
+            Some(WatermarkSpec {
+                column: 0,
+                delay_ns: 10,
+            }),
+            Duration::from_secs(60),
+        )
+        .with_max_ahead(Some(Duration::from_secs(600)));
+        let now = crate::time::now_ns();
+        let out = t.observe(batch(&[now - 5, i64::MAX, now, now + 1_000_000_000]), 0);
+        assert_eq!(rows(&out.unwrap()), [now - 5, now, now + 1_000_000_000]);
+        assert_eq!((t.ahead_rows, t.late_rows), (1, 0));
+        assert_eq!(t.watermark(), now + 1_000_000_000 - 10);
+        // Without a bound (a recorded stream), the same row is kept.
+        let mut u = WatermarkTracker::new(t.spec, Duration::from_secs(60));
+        assert_eq!(u.observe(batch(&[i64::MAX]), 0).unwrap().num_rows(), 1);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub fn window_type() -> DataType {
     DataType::Struct(window_fields())
 }
 
+/// The most slides (panes) one window may span, `width / slide`: each is merged into every
+/// window, so the cost of a window grows with it.
+pub const MAX_PANES_PER_WINDOW: i64 = 10_000;
+
 /// Width and slide of a window, in nanoseconds. A tumbling window has `slide == width`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
@@ -67,6 +71,16 @@ impl WindowSpec {
         if width_ns % slide_ns != 0 {
             return Err(Error::plan(format!(
                 "window width ({}) must be a multiple of its slide ({})",
+                fmt_ns(width_ns),
+                fmt_ns(slide_ns)
+            )));
+        }
+        let panes = width_ns / slide_ns;
+        if panes > MAX_PANES_PER_WINDOW {
+            return Err(Error::plan(format!(
+                "a window of {} sliding by {} spans {panes} slides; at most \
+                 {MAX_PANES_PER_WINDOW} are allowed (every slide is a pane of state merged \
+                 into each window): make the slide longer or the window shorter",
                 fmt_ns(width_ns),
                 fmt_ns(slide_ns)
             )));
@@ -428,6 +442,8 @@ pub struct WindowAggregate {
     /// The state's share of a memory pool (see [`WindowAggregate::track_memory`]), and the
     /// pool's limit if it is known.
     memory: Option<(MemoryReservation, Option<usize>)>,
+    /// The pipeline's stop handle: an abort ends window emission between two windows.
+    stop: Option<crate::stop::StopHandle>,
 }
 
 impl std::fmt::Debug for WindowAggregate {
@@ -515,7 +531,14 @@ impl WindowAggregate {
             window_map: Vec::new(),
             emit_limit: None,
             memory: None,
+            stop: None,
         })
+    }
+
+    /// Observes `stop`: once it aborts, [`WindowAggregate::advance`] fails between two windows
+    /// with [`Error::Stopped`].
+    pub fn set_stop(&mut self, stop: crate::stop::StopHandle) {
+        self.stop = Some(stop);
     }
 
     /// Charges the operator's state to `pool` (as consumer `name`): once the state would grow
@@ -804,7 +827,7 @@ impl WindowAggregate {
         let mut out = Vec::new();
         if n > 1 {
             for (&p, pane) in self.panes.iter_mut() {
-                let end = (p + 1).saturating_mul(slide);
+                let end = p.saturating_add(1).saturating_mul(slide);
                 if end > watermark {
                     break;
                 }
@@ -817,23 +840,19 @@ impl WindowAggregate {
                 }
             }
         }
-        // Window ends to emit: those of every pane's windows, up to the watermark.
-        let mut ends: Vec<i64> = Vec::new();
-        for &p in self.panes.keys() {
-            for k in 1..=n {
-                let end = (p + k).saturating_mul(slide);
-                if end > self.emitted_through && end <= watermark {
-                    ends.push(end);
-                }
+        // Window ends to emit, oldest first: each end up to the watermark whose window holds a
+        // pane. Ends without a pane are skipped, so the work follows the windows emitted, not
+        // the event time passed.
+        let mut next = self.first_end_after(self.emitted_through);
+        while let Some(end) = next.filter(|e| *e <= watermark) {
+            if self.stop.as_ref().is_some_and(|s| s.is_aborted()) {
+                return Err(Error::Stopped("aborted while emitting windows".into()));
             }
-        }
-        ends.sort_unstable();
-        ends.dedup();
-        for end in ends {
             if let Some(b) = self.emit_window(end)? {
                 out.push((end, b));
             }
             self.emitted_through = end;
+            next = self.first_end_after(end);
         }
         let aligned = if watermark == i64::MAX {
             i64::MAX
@@ -852,6 +871,26 @@ impl WindowAggregate {
         }
         self.account()?;
         Ok(out)
+    }
+
+    /// The first window end after `after` whose window holds a pane, if any.
+    fn first_end_after(&self, after: i64) -> Option<i64> {
+        let slide = self.spec.slide_ns;
+        let n = self.spec.panes_per_window();
+        let a = after.div_euclid(slide);
+        // The last window of pane p ends at (p + n) * slide: the panes with a window ending
+        // after `after` are those from a - n + 1 on.
+        let (&p, _) = self.panes.range(a.saturating_sub(n - 1)..).next()?;
+        let end = p
+            .saturating_add(1)
+            .saturating_mul(slide)
+            .max(a.saturating_add(1).saturating_mul(slide));
+        (end > after).then_some(end)
+    }
+
+    /// The first window end still to emit (whatever the watermark), if any.
+    pub fn next_end(&self) -> Option<i64> {
+        self.first_end_after(self.emitted_through)
     }
 
     /// Reclaims the ids of keys no pane holds any more, once they are at least half the
@@ -881,8 +920,8 @@ impl WindowAggregate {
     fn emit_window(&mut self, end: i64) -> Result<Option<RecordBatch>> {
         let slide = self.spec.slide_ns;
         let n = self.spec.panes_per_window();
-        let last = end / slide - 1;
-        let first = last - n + 1;
+        let last = (end / slide).saturating_sub(1);
+        let first = last.saturating_sub(n - 1);
         let (gids, values) = if n == 1 {
             // Tumbling: the pane is the window.
             let Some(pane) = self.panes.remove(&last) else {
@@ -969,7 +1008,7 @@ impl WindowAggregate {
                 .collect::<Result<Vec<_>, _>>()?;
         }
         let rows = gids.len();
-        let start = end - self.spec.width_ns;
+        let start = end.saturating_sub(self.spec.width_ns);
         let window: ArrayRef = Arc::new(StructArray::new(
             window_fields(),
             vec![

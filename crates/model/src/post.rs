@@ -1,8 +1,6 @@
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{
-    ArrayBuilder, ArrayRef, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
-};
+use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
@@ -236,20 +234,6 @@ impl PostDataBuilder {
         if let Some(b) = self.list_builder(column) {
             b.values().append_value(value);
         }
-    }
-
-    /// Whether `value` is already in the open list of `column` (used to deduplicate hashtags).
-    pub fn list_contains(&mut self, column: usize, value: &str) -> bool {
-        let Some(b) = self.list_builder(column) else {
-            return false;
-        };
-        let offsets = b.offsets_slice();
-        let start = *offsets.last().unwrap_or(&0) as usize;
-        let values = b.values_ref();
-        let vo = values.offsets_slice();
-        let bytes = values.values_slice();
-        (start..values.len())
-            .any(|i| &bytes[vo[i] as usize..vo[i + 1] as usize] == value.as_bytes())
     }
 
     /// Closes the open lists of the current row. Call once per [`Self::append`].

@@ -21,6 +21,7 @@
 //! unbounded stream.
 
 pub mod error;
+pub mod limits;
 pub mod params;
 pub mod planner;
 pub mod rewrite;
@@ -33,5 +34,5 @@ pub mod validate;
 pub use error::SqlError;
 pub use planner::{
     PlanOptions, PlannedPipeline, TableCheck, new_session, new_session_with, plan_script,
-    plan_script_with,
+    plan_script_isolated, plan_script_with,
 };

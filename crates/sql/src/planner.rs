@@ -107,6 +107,12 @@ pub fn new_session_with(memory_limit: Option<usize>) -> SessionContext {
     for f in crate::udf::all() {
         ctx.register_udf(f);
     }
+    // One function call may not build a value batch past a share of the memory limit (a
+    // `repeat()` would otherwise allocate outside any accounting).
+    let cap = memory_limit.map_or(crate::limits::DEFAULT_MAX_VALUE_BYTES, |m| {
+        (m / 4).clamp(1 << 20, crate::limits::DEFAULT_MAX_VALUE_BYTES)
+    });
+    crate::limits::cap_scalar_functions(&ctx, cap);
     ctx
 }
 
@@ -198,6 +204,51 @@ pub async fn plan_script(
     registry: &ConnectorRegistry,
 ) -> Result<PlannedPipeline, SqlError> {
     plan_script_with(sql, registry, &PlanOptions::default()).await
+}
+
+/// Stack of the threads [`plan_script_isolated`] plans on: DataFusion's planner and optimizer
+/// recurse once per level of a query, and dropping a deep statement recurses too.
+pub const PLANNER_STACK: usize = 256 << 20;
+
+/// Scripts planned at once by [`plan_script_isolated`]; more wait their turn.
+static PLANNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// [`plan_script_with`] on a thread of its own, with a large stack and a runtime of its own,
+/// so that a heavy script neither overflows the caller's stack nor holds up the caller's
+/// runtime (an API server's). A panic while planning becomes an error.
+pub async fn plan_script_isolated(
+    sql: String,
+    registry: ConnectorRegistry,
+    options: PlanOptions,
+) -> Result<PlannedPipeline, SqlError> {
+    let _turn = PLANNING
+        .acquire()
+        .await
+        .map_err(|_| SqlError::new("internal: the planner is closed"))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("skystream-planner".into())
+        .stack_size(PLANNER_STACK)
+        .spawn(move || {
+            let run = || -> Result<PlannedPipeline, SqlError> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| SqlError::new(format!("internal: {e}")))?;
+                rt.block_on(plan_script_with(&sql, &registry, &options))
+            };
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
+                    Err(SqlError::new(format!(
+                        "internal error while planning: {}",
+                        skystream_engine::pipeline::panic_message(&*p)
+                    )))
+                });
+            let _ = tx.send(r);
+        })
+        .map_err(|e| SqlError::new(format!("internal: cannot start a planner thread: {e}")))?;
+    rx.await
+        .unwrap_or_else(|_| Err(SqlError::new("internal: the planner thread ended")))
 }
 
 /// [`plan_script`] with settings.

@@ -123,6 +123,14 @@ pub fn parse_script(sql: &str) -> Result<Vec<ScriptStatement>, SqlError> {
         }
         let mut parser = Parser::new(&dialect).with_tokens_with_locations(toks.clone());
         let statement = parser.parse_statement()?;
+        if let Err(e) = crate::limits::check_statement(&statement, &Default::default()) {
+            let start = toks
+                .iter()
+                .find(|t| !matches!(t.token, Token::Whitespace(_)))
+                .map(|t| t.span.start)
+                .unwrap_or(Location { line: 1, column: 1 });
+            return Err(SqlError::at(e.message, start.line, start.column));
+        }
         if parser.peek_token().token != Token::EOF {
             let t = parser.peek_token();
             return Err(SqlError::at(

@@ -14,6 +14,34 @@ use skystream_engine::window::{HOP, TUMBLE, window_type};
 
 use crate::text::{Stopwords, for_each_hashtag, for_each_keyword};
 
+/// The most keywords (or hashtags) one post yields; the rest of a longer post is ignored. A
+/// real post (300 characters) has a few dozen words; a crafted one with 200,000 must not cost
+/// more than a real one by much.
+pub const MAX_TOKENS_PER_POST: usize = 256;
+
+/// The distinct tokens of one row, by 64-bit hash under a key random per process (no
+/// allocation per word; two distinct words of a post collide with probability 2^-64): linear
+/// in the row's words where comparing each word with every earlier one was quadratic.
+#[derive(Default)]
+struct Dedup {
+    key: hashbrown::DefaultHashBuilder,
+    seen: hashbrown::HashSet<u64>,
+}
+
+impl Dedup {
+    fn clear(&mut self) {
+        self.seen.clear();
+    }
+    fn len(&self) -> usize {
+        self.seen.len()
+    }
+    /// True when `w` was not seen in this row yet.
+    fn insert(&mut self, w: &str) -> bool {
+        use std::hash::BuildHasher;
+        self.seen.insert(self.key.hash_one(w))
+    }
+}
+
 /// Every function skystream registers.
 pub fn all() -> Vec<ScalarUDF> {
     vec![
@@ -93,7 +121,7 @@ impl ScalarUDFImpl for Keywords {
             None => None,
         };
         let mut out = ListBuilder::with_capacity(StringBuilder::with_capacity(n * 8, n * 64), n);
-        let mut seen: Vec<(usize, usize)> = Vec::new();
+        let mut seen = Dedup::default();
         for i in 0..n {
             if text.is_null(i) {
                 out.append_null();
@@ -113,15 +141,10 @@ impl ScalarUDFImpl for Keywords {
             };
             seen.clear();
             for_each_keyword(text.value(i), stop, |w| {
-                // Deduplicate within the row: a word counts once per post.
-                let vals = out.values();
-                let bytes = vals.values_slice();
-                if seen.iter().any(|&(s, e)| &bytes[s..e] == w.as_bytes()) {
-                    return;
+                // A word counts once per post, and a post gives at most MAX_TOKENS_PER_POST.
+                if seen.len() < MAX_TOKENS_PER_POST && seen.insert(w) {
+                    out.values().append_value(w);
                 }
-                let s = bytes.len();
-                vals.append_value(w);
-                seen.push((s, s + w.len()));
             });
             out.append(true);
         }
@@ -165,21 +188,18 @@ impl ScalarUDFImpl for Hashtags {
         let text = to_utf8(&arrays[0])?;
         let text = text.as_string::<i32>();
         let mut out = ListBuilder::new(StringBuilder::new());
-        let mut row: Vec<String> = Vec::new();
+        let mut seen = Dedup::default();
         for i in 0..n {
             if text.is_null(i) {
                 out.append_null();
                 continue;
             }
-            row.clear();
+            seen.clear();
             for_each_hashtag(text.value(i), |t| {
-                if !row.iter().any(|r| r == t) {
-                    row.push(t.to_string());
+                if seen.len() < MAX_TOKENS_PER_POST && seen.insert(t) {
+                    out.values().append_value(t);
                 }
             });
-            for t in &row {
-                out.values().append_value(t);
-            }
             out.append(true);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
