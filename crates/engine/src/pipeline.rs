@@ -418,10 +418,12 @@ impl Pipeline {
                 .await;
             match r {
                 Ok(()) => {}
-                Err(e) if stop.is_stopping() && !completed => {
+                // A sink abandoned at the stop (down and retrying): the previous checkpoint
+                // stays in force. A checkpoint store that fails is an error, as ever.
+                Err(Error::Stopped(why)) if stop.is_stopping() => {
                     tracing::warn!(
                         pipeline = %config.name,
-                        "stopped without a last checkpoint (the previous one stays in force): {e}"
+                        "stopped without a last checkpoint (the previous one stays in force): {why}"
                     );
                     return Ok(summary(false));
                 }
@@ -433,8 +435,8 @@ impl Pipeline {
             let r = guarded(&stop, status.as_deref(), &s.name, s.sink.flush()).await;
             match r {
                 Ok(()) => {}
-                Err(e) if stop.is_stopping() && !completed => {
-                    tracing::warn!(pipeline = %config.name, sink = %s.name, "not flushed at stop: {e}");
+                Err(Error::Stopped(why)) if stop.is_stopping() => {
+                    tracing::warn!(pipeline = %config.name, sink = %s.name, "not flushed at stop: {why}");
                 }
                 Err(e) => return Err(sink_error(&s.name, e)),
             }
