@@ -823,3 +823,197 @@ async fn hostile_event_times_and_huge_posts_are_skipped_or_bounded() {
     assert_eq!(m["rows_in"], 242, "{m:#}");
     assert_healthy(&s, "hostile events").await;
 }
+
+/// A connector whose source or sink panics (not one a server ships: the in-process server of
+/// the test below registers it).
+struct Panicky;
+
+fn panicky_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new(
+            "event_time",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            false,
+        ),
+        Field::new("x", DataType::Int64, false),
+    ]))
+}
+
+struct PanickySource;
+
+impl skystream_engine::source::Source for PanickySource {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        panicky_schema()
+    }
+
+    fn run(
+        self: Box<Self>,
+        ctx: skystream_engine::source::SourceContext,
+    ) -> futures::future::BoxFuture<'static, skystream_engine::Result<()>> {
+        Box::pin(async move {
+            let _ = ctx;
+            panic!("the source broke down");
+        })
+    }
+}
+
+struct PanickySink;
+
+impl skystream_engine::sink::Sink for PanickySink {
+    fn write(
+        &mut self,
+        _batch: arrow::array::RecordBatch,
+    ) -> futures::future::BoxFuture<'_, skystream_engine::Result<()>> {
+        panic!("the sink broke down");
+    }
+}
+
+struct Counter;
+
+impl skystream_engine::source::Source for Counter {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        panicky_schema()
+    }
+
+    fn run(
+        self: Box<Self>,
+        ctx: skystream_engine::source::SourceContext,
+    ) -> futures::future::BoxFuture<'static, skystream_engine::Result<()>> {
+        use arrow::array::{Int64Array, TimestampNanosecondArray};
+        Box::pin(async move {
+            let batch = arrow::array::RecordBatch::try_new(
+                panicky_schema(),
+                vec![
+                    std::sync::Arc::new(TimestampNanosecondArray::from(vec![1, 2])),
+                    std::sync::Arc::new(Int64Array::from(vec![1, 2])),
+                ],
+            )
+            .unwrap();
+            let _ = ctx
+                .send(skystream_engine::source::SourceEvent::Batch {
+                    batch,
+                    split: 0,
+                    position: None,
+                })
+                .await;
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+    }
+}
+
+impl skystream_engine::connector::Connector for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn description(&self) -> &str {
+        "test: a source (role = 'source') or sink that panics"
+    }
+    fn is_source(&self) -> bool {
+        true
+    }
+    fn is_sink(&self) -> bool {
+        true
+    }
+    fn source_schema(
+        &self,
+        _table: &skystream_engine::connector::TableDef,
+    ) -> skystream_engine::Result<arrow::datatypes::SchemaRef> {
+        Ok(panicky_schema())
+    }
+    fn create_source(
+        &self,
+        table: &skystream_engine::connector::TableDef,
+        _projection: &[usize],
+    ) -> skystream_engine::Result<Box<dyn skystream_engine::source::Source>> {
+        Ok(if table.options.get("mode") == Some("count") {
+            Box::new(Counter)
+        } else {
+            Box::new(PanickySource)
+        })
+    }
+    fn validate_sink(
+        &self,
+        _table: &skystream_engine::connector::TableDef,
+        _schema: &arrow::datatypes::SchemaRef,
+    ) -> skystream_engine::Result<()> {
+        Ok(())
+    }
+    fn create_sink(
+        &self,
+        _table: &skystream_engine::connector::TableDef,
+        _schema: arrow::datatypes::SchemaRef,
+    ) -> skystream_engine::Result<Box<dyn skystream_engine::sink::Sink>> {
+        Ok(Box::new(PanickySink))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_pipeline_fails_that_pipeline_alone() {
+    use skystream_api::{ApiConfig, ManagerConfig, Sandbox, Server};
+    let mut registry = skystream_registry::registry();
+    registry.register(std::sync::Arc::new(Panicky));
+    let dir = std::env::temp_dir().join(unique_topic("panic"));
+    let cfg = ApiConfig {
+        manager: ManagerConfig {
+            data_dir: dir,
+            sandbox: Sandbox::open(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = Server::start("127.0.0.1:0", cfg, registry).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    let c = client();
+    let mut ids = Vec::new();
+    for (name, q, says) in [
+        (
+            "source",
+            "CREATE TABLE src WITH (connector = 'panicky');
+             CREATE TABLE out WITH (connector = 'stdout');
+             INSERT INTO out SELECT x FROM src",
+            "the source broke down",
+        ),
+        (
+            "sink",
+            "CREATE TABLE src WITH (connector = 'panicky', mode = 'count');
+             CREATE TABLE out WITH (connector = 'panicky', type = 'sink');
+             INSERT INTO out SELECT x FROM src",
+            "the sink broke down",
+        ),
+    ] {
+        let (st, p) = post(
+            &c,
+            &format!("{base}/api/v1/pipelines"),
+            json!({ "name": name, "query": q }),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{p}");
+        ids.push((p["id"].as_str().unwrap().to_string(), says));
+    }
+    for (id, says) in ids {
+        let until = Instant::now() + Duration::from_secs(30);
+        let v = loop {
+            let (_, v) = get(&c, &format!("{base}/api/v1/pipelines/{id}")).await;
+            if v["state"] == "failed" {
+                break v;
+            }
+            assert!(Instant::now() < until, "{v:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("panicked") && e.contains(says), "{e}");
+    }
+    // The server goes on.
+    let r = c.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (st, v) = post(
+        &c,
+        &format!("{base}/api/v1/validate"),
+        json!({ "query": NORMAL }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    server.stop().await.unwrap();
+}

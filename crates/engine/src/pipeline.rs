@@ -345,7 +345,17 @@ impl Pipeline {
                         next_ck = tokio::time::Instant::now() + ck_every;
                     }
                     msg = rx.recv() => {
-                        let Some((i, event)) = msg else { return Ok(trackers.iter().all(|t| t.ended())) };
+                        let Some((i, event)) = msg else {
+                            // Every source is gone: one that failed (or panicked) says so once
+                            // its task has ended.
+                            for t in tasks.iter_mut() {
+                                let _ = t.await;
+                            }
+                            if let Ok((name, e)) = err_rx.try_recv() {
+                                return Err(Error::connector(name, e));
+                            }
+                            return Ok(trackers.iter().all(|t| t.ended()));
+                        };
                         match event {
                             SourceEvent::Batch { batch, split, position } => {
                                 metrics.rows_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
