@@ -869,11 +869,12 @@ impl skystream_engine::sink::Sink for PanickySink {
     }
 }
 
-struct Counter;
+/// Two rows, then nothing (the columns `projection` of the schema).
+struct Counter(Vec<usize>);
 
 impl skystream_engine::source::Source for Counter {
     fn schema(&self) -> arrow::datatypes::SchemaRef {
-        panicky_schema()
+        std::sync::Arc::new(panicky_schema().project(&self.0).unwrap())
     }
 
     fn run(
@@ -889,6 +890,8 @@ impl skystream_engine::source::Source for Counter {
                     std::sync::Arc::new(Int64Array::from(vec![1, 2])),
                 ],
             )
+            .unwrap()
+            .project(&self.0)
             .unwrap();
             let _ = ctx
                 .send(skystream_engine::source::SourceEvent::Batch {
@@ -925,10 +928,10 @@ impl skystream_engine::connector::Connector for Panicky {
     fn create_source(
         &self,
         table: &skystream_engine::connector::TableDef,
-        _projection: &[usize],
+        projection: &[usize],
     ) -> skystream_engine::Result<Box<dyn skystream_engine::source::Source>> {
         Ok(if table.options.get("mode") == Some("count") {
-            Box::new(Counter)
+            Box::new(Counter(projection.to_vec()))
         } else {
             Box::new(PanickySource)
         })
