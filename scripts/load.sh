@@ -25,7 +25,7 @@ done
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "load: installing wrk (Debian)" >&2
-    (apt-get install -y -qq wrk || sudo apt-get install -y -qq wrk) >&2
+    "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" wrk
 fi
 SKYSTREAM_SERVICES=redis . scripts/services.sh
 

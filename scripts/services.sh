@@ -86,7 +86,7 @@ redis_port="${redis_hostport##*:}"
 if svc_wanted redis && ! svc_up "$redis_host" "$redis_port"; then
     if ! command -v redis-server >/dev/null 2>&1; then
         echo "services: installing redis-server (Debian)" >&2
-        (apt-get install -y -qq redis-server || sudo apt-get install -y -qq redis-server) >&2
+        "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" redis-server
     fi
     echo "services: starting redis-server on $redis_hostport" >&2
     redis-server --daemonize yes --bind "$redis_host" --port "$redis_port" --save "" \
@@ -112,7 +112,7 @@ fi
 if svc_wanted sqlclients; then
     if ! command -v psql >/dev/null 2>&1; then
         echo "services: installing psql (Debian postgresql-client)" >&2
-        (apt-get install -y -qq postgresql-client || sudo apt-get install -y -qq postgresql-client) >&2
+        "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" postgresql-client
     fi
     if ! python3 -c 'import sys, sqlalchemy, psycopg2; sys.exit(not sqlalchemy.__version__.startswith("1.4"))' 2>/dev/null; then
         echo "services: installing SQLAlchemy 1.4 and psycopg2 (PyPI)" >&2
@@ -125,7 +125,7 @@ fi
 if svc_wanted prometheus; then
     if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
         echo "services: installing prometheus (Debian)" >&2
-        (apt-get install -y -qq prometheus || sudo apt-get install -y -qq prometheus) >&2
+        "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" prometheus
     fi
     export SKYSTREAM_PROMETHEUS="${SKYSTREAM_PROMETHEUS:-$(command -v prometheus || true)}"
     export SKYSTREAM_PROMTOOL="${SKYSTREAM_PROMTOOL:-$(command -v promtool || true)}"

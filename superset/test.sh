@@ -42,7 +42,7 @@ wait_http() {
 [ -x "$bin" ] || { log "no skystream binary at $bin: cargo build --release first"; exit 1; }
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     log "installing chromium and chromium-driver (Debian)"
-    (apt-get install -y -qq chromium chromium-driver || sudo apt-get install -y -qq chromium chromium-driver) >&2
+    "$repo/scripts/apt-install.sh" chromium chromium-driver
 fi
 
 # 1. The lake: 90 minutes of synthetic posts (one planted burst) through the shipped queries.

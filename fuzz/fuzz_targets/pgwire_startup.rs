@@ -38,8 +38,12 @@ fn fixture() -> &'static Fixture {
                 startup_timeout: Duration::from_secs(2),
                 ..Default::default()
             };
-            rt.block_on(SqlServer::start("127.0.0.1:0".parse().unwrap(), cfg, vec![]))
-                .unwrap()
+            rt.block_on(SqlServer::start(
+                "127.0.0.1:0".parse().unwrap(),
+                cfg,
+                vec![],
+            ))
+            .unwrap()
         };
         let (trust, scram) = (start(None), start(Some("fuzz")));
         Fixture {
@@ -58,7 +62,9 @@ fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let addr = if which & 1 == 0 { f.trust } else { f.scram };
     // From one of many loopback addresses: failed logins lock out an address, not the fuzzer.
-    let from: SocketAddr = format!("127.0.0.{}:0", 2 + (which >> 1) % 250).parse().unwrap();
+    let from: SocketAddr = format!("127.0.0.{}:0", 2 + (which >> 1) % 250)
+        .parse()
+        .unwrap();
     f.rt.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if socket.bind(from).is_err() {

@@ -3,6 +3,7 @@
 //! same finite input; the two results must hold the same rows.
 
 pub mod faults;
+pub mod http;
 pub mod pg;
 pub mod serve;
 pub mod services;

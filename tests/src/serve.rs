@@ -20,6 +20,16 @@ pub struct Served {
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
+/// A child process that is killed and reaped when the test lets go of it (or panics).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits until `cond` holds, checking every 20 ms, for at most `timeout`.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + timeout;

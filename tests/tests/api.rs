@@ -10,6 +10,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use skystream_api::{ApiConfig, ManagerConfig, Sandbox, Server};
+use skystream_tests::http::{get, post};
 use skystream_tests::services::unique_topic;
 
 fn data_dir(name: &str) -> PathBuf {
@@ -61,18 +62,6 @@ const COUNTS: &str = "INSERT INTO out SELECT win['end'] AS window_end, keyword, 
 
 fn counts_to_stdout() -> String {
     query("connector = 'stdout', format = 'json'", COUNTS)
-}
-
-async fn post(c: &reqwest::Client, url: &str, body: Value) -> (StatusCode, Value) {
-    let r = c.post(url).json(&body).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(c: &reqwest::Client, url: &str) -> (StatusCode, Value) {
-    let r = c.get(url).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Submits a pipeline (it must be accepted); returns its id.

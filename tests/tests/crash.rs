@@ -20,6 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use redis::AsyncCommands;
 use skystream_engine::objstore::StoreLocation;
 use skystream_synthetic::{Burst, Generator, GeneratorConfig};
+use skystream_tests::serve::Killed;
 use skystream_tests::services::*;
 use skystream_tests::*;
 
@@ -215,10 +216,13 @@ async fn lake_rows(runs: &Runs, run: &str) -> Vec<String> {
     read_lake(&lake_url(&runs.dir.join(run).join("lake")), None).await
 }
 
-/// The rows of both runs must be equal, and there must be many.
-fn assert_same_rows(got: &[String], want: &[String]) {
+/// The crashing run `crash` (last attempt `last`) ended like the uninterrupted `ref`: as many
+/// late rows, the same lake rows (and many of them).
+async fn assert_crash_like_ref(runs: &Runs, last: usize) {
+    assert_eq!(runs.late("crash", last), runs.late("ref", 0));
+    let (got, want) = (lake_rows(runs, "crash").await, lake_rows(runs, "ref").await);
     assert!(want.len() > 1000, "{} rows", want.len());
-    assert_rows_eq(got, want);
+    assert_rows_eq(&got, &want);
 }
 
 /// Keyword counts (with DISTINCT authors) of `posts` into a local lake under `dir/run/lake`.
@@ -270,11 +274,7 @@ async fn replay_killed_20_times_ends_exactly_like_an_uninterrupted_run() {
     eprintln!("uninterrupted run: {took:?}");
     let last = runs.crashing("crash", JITTER_MS, &until_end);
     assert_eq!(runs.late("ref", 0), 0);
-    assert_eq!(runs.late("crash", last), runs.late("ref", 0));
-    assert_same_rows(
-        &lake_rows(&runs, "crash").await,
-        &lake_rows(&runs, "ref").await,
-    );
+    assert_crash_like_ref(&runs, last).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,11 +289,7 @@ async fn synthetic_killed_20_times_ends_exactly_like_an_uninterrupted_run() {
     let took = runs.uninterrupted("ref", &until_end);
     eprintln!("uninterrupted run: {took:?}");
     let last = runs.crashing("crash", JITTER_MS, &until_end);
-    assert_eq!(runs.late("crash", last), runs.late("ref", 0));
-    assert_same_rows(
-        &lake_rows(&runs, "crash").await,
-        &lake_rows(&runs, "ref").await,
-    );
+    assert_crash_like_ref(&runs, last).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,23 +322,25 @@ async fn jetstream_killed_20_times_ends_exactly_like_an_uninterrupted_run() {
     sentinel["commit"]["rkey"] = serde_json::json!("sentinel");
     text.push_str(&format!("{sentinel}\n"));
     std::fs::write(&file, text).unwrap();
-    let mut server = Command::new(skystream_bin())
-        .args([
-            "jetstream-serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate",
-            "12000",
-            "--file",
-        ])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = Killed(
+        Command::new(skystream_bin())
+            .args([
+                "jetstream-serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--rate",
+                "12000",
+                "--file",
+            ])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = {
         let mut line = String::new();
-        std::io::BufReader::new(server.stdout.take().unwrap())
+        std::io::BufReader::new(server.0.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
         line.trim().to_string()
@@ -373,25 +371,16 @@ async fn jetstream_killed_20_times_ends_exactly_like_an_uninterrupted_run() {
     let took = runs.uninterrupted("ref", &stop_at_sentinel);
     eprintln!("uninterrupted run: {took:?}");
     let last = runs.crashing("crash", JITTER_MS, &stop_at_sentinel);
-    let _ = server.kill();
-    assert_eq!(runs.late("crash", last), runs.late("ref", 0));
-    assert_same_rows(
-        &lake_rows(&runs, "crash").await,
-        &lake_rows(&runs, "ref").await,
-    );
+    drop(server);
+    assert_crash_like_ref(&runs, last).await;
 }
 
 /// Synthetic Jetstream events (posts and other kinds) into `topic`, keyed by DID.
 async fn fill_topic(bootstrap: &str, topic: &str) -> usize {
+    // In order: Kafka's partitions interleave it enough.
     let mut g = Generator::new(GeneratorConfig {
-        seed: 23,
-        rate: 40.0,
-        duration_ns: Some(90 * 60 * 1_000_000_000),
-        bursts: vec![Burst::parse("eclipse:10m:10m:8").unwrap()],
-        authors: 400,
-        other_events: 0.2,
-        tail_words: 400,
-        ..Default::default()
+        out_of_order_ns: 0,
+        ..hour_of_posts(23)
     })
     .unwrap();
     let producer: FutureProducer = ClientConfig::new()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use skystream_tests::http::{get, post};
 use skystream_tests::pg::{AuthRequest, PgClient};
 use skystream_tests::serve::{Served, wait_until};
 use skystream_tests::services::*;
@@ -27,21 +28,8 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn post(c: &reqwest::Client, url: &str, body: Value) -> (StatusCode, Value) {
-    let r = c.post(url).json(&body).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(c: &reqwest::Client, url: &str) -> (StatusCode, Value) {
-    let r = c.get(url).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// The server answers `/healthz` within a second, plans a pipeline, and (with its SQL
-/// endpoint trusting loopback) runs `SELECT 1`.
-async fn assert_healthy(s: &Served, what: &str) {
+/// `/healthz` answers 200 within a second.
+async fn assert_live(s: &Served, what: &str) {
     let started = Instant::now();
     let r = reqwest::Client::new()
         .get(format!("{}/healthz", s.http))
@@ -55,6 +43,12 @@ async fn assert_healthy(s: &Served, what: &str) {
         started.elapsed(),
         s.log()
     );
+}
+
+/// The server answers `/healthz` within a second, plans a pipeline, and (with its SQL
+/// endpoint trusting loopback) runs `SELECT 1`.
+async fn assert_healthy(s: &Served, what: &str) {
+    assert_live(s, what).await;
     let (st, v) = post(
         &client(),
         &format!("{}/api/v1/validate", s.http),
@@ -636,16 +630,7 @@ async fn idle_connections_and_guessing_are_bounded() {
         }
     }
     assert!(s.alive());
-    let r = reqwest::Client::new()
-        .get(format!("{}/healthz", s.http))
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await;
-    assert!(
-        matches!(&r, Ok(r) if r.status() == StatusCode::OK),
-        "{r:?}\n{}",
-        s.log()
-    );
+    assert_live(&s, "16,000 idle connections").await;
     let mut c = PgClient::trusted(sql).await.unwrap();
     assert_eq!(c.simple("SELECT 1").await.unwrap().unwrap().len(), 1);
     drop(idle);

@@ -4,24 +4,16 @@
 //! series — then every expression of the provisioned Grafana dashboard is evaluated by it.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skystream_api::{ApiConfig, ManagerConfig, Sandbox, Server};
 use skystream_jetstream::server::{EventLog, Server as Jetstream, ServerConfig};
+use skystream_tests::serve::Killed;
 use skystream_tests::services::{kafka, unique_topic};
 use skystream_tests::{repo_root, skystream_bin};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -269,17 +269,10 @@ impl Source for LinesSource {
                 LineReader::Memory(v) => Lines::Memory(v.clone(), 0),
             };
             let mut owned: Vec<u8>;
-            let mut since_yield = 0u32;
+            let mut yielder = Yielder::default();
             loop {
-                // Long stretches without a batch (skipping on resume, lines that are all
-                // filtered) still let the engine's task run: it shares this thread.
-                since_yield += 1;
-                if since_yield == 8192 {
-                    since_yield = 0;
-                    tokio::task::yield_now().await;
-                    if ctx.is_stopped() {
-                        return Ok(());
-                    }
+                if yielder.tick(&ctx).await.is_err() {
+                    return Ok(());
                 }
                 let shared;
                 let next: Option<&[u8]> = match &mut lines {
@@ -314,7 +307,7 @@ impl Source for LinesSource {
                 if (self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()))
                     && let Some(batch) = self.decoder.flush()?
                 {
-                    since_yield = 0;
+                    yielder.sent();
                     let t = first_time(&batch, self.time_col);
                     let position = serde_json::json!({ "line": line_no });
                     if send_paced(&ctx, &mut self.pacer, batch, t, position)
@@ -343,6 +336,34 @@ pub fn min_time(batch: &RecordBatch, col: Option<usize>) -> Option<i64> {
     )
     .ok()?;
     arrow::compute::min(c.as_primitive::<arrow::datatypes::TimestampNanosecondType>())
+}
+
+/// Lets the engine's task run during long stretches without a batch (skipping input on
+/// resume, input that is all filtered): sources decode on the engine's thread.
+#[derive(Default)]
+pub struct Yielder {
+    since: u32,
+}
+
+impl Yielder {
+    /// Called once per input record: every 8192 without a batch sent, yields (and tells
+    /// whether the engine stopped listening).
+    pub async fn tick(&mut self, ctx: &SourceContext) -> Result<(), Stopped> {
+        self.since += 1;
+        if self.since == 8192 {
+            self.since = 0;
+            tokio::task::yield_now().await;
+            if ctx.is_stopped() {
+                return Err(Stopped);
+            }
+        }
+        Ok(())
+    }
+
+    /// A batch was sent (sending waits, which lets other tasks run).
+    pub fn sent(&mut self) {
+        self.since = 0;
+    }
 }
 
 /// Sends a batch whose first row is at `event_ns`, first waiting until the pacer releases it,

@@ -28,7 +28,7 @@ use skystream_engine::format::RecordDecoder;
 use skystream_engine::source::{Source, SourceContext, SourceEvent};
 use skystream_engine::{Error, Result};
 use skystream_jetstream::format::{jetstream_decoder, resolve_schema};
-use skystream_replay::{Pacer, Speed, push_record, send_paced};
+use skystream_replay::{Pacer, Speed, Yielder, push_record, send_paced};
 
 pub use generator::{Burst, BurstTruth, Generator, GeneratorConfig};
 
@@ -211,17 +211,10 @@ impl Source for SyntheticSource {
                 .and_then(|p| p.get("events"))
                 .and_then(|v| v.as_u64())
                 .unwrap_or(0);
-            let mut since_yield = 0u32;
+            let mut yielder = Yielder::default();
             loop {
-                // Long stretches without a batch (skipping on resume, events that are all
-                // filtered) still let the engine's task run: it shares this thread.
-                since_yield += 1;
-                if since_yield == 8192 {
-                    since_yield = 0;
-                    tokio::task::yield_now().await;
-                    if ctx.is_stopped() {
-                        return Ok(());
-                    }
+                if yielder.tick(&ctx).await.is_err() {
+                    return Ok(());
                 }
                 let next = self.generator.next_event(&mut line);
                 if let Some(t) = next {
@@ -243,7 +236,7 @@ impl Source for SyntheticSource {
                 if (self.decoder.len() >= batch_size || (done && !self.decoder.is_empty()))
                     && let Some(batch) = self.decoder.flush()?
                 {
-                    since_yield = 0;
+                    yielder.sent();
                     let position = serde_json::json!({ "events": n });
                     if send_paced(&ctx, &mut self.pacer, batch, batch_start.take(), position)
                         .await

@@ -247,10 +247,11 @@ impl AuthLimiter {
     pub fn failed(&self, peer: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let mut m = self.by_peer.lock().unwrap();
-        if m.len() >= MAX_TRACKED && !m.contains_key(&peer) {
-            if let Some(oldest) = m.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k) {
-                m.remove(&oldest);
-            }
+        if m.len() >= MAX_TRACKED
+            && !m.contains_key(&peer)
+            && let Some(oldest) = m.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
+        {
+            m.remove(&oldest);
         }
         let f = m.entry(peer).or_insert(Failures {
             count: 0,

@@ -43,10 +43,13 @@ pub(crate) struct ConnLimits {
     pub idle_timeout: Duration,
 }
 
-/// The connections' cancel keys (process id and secret, as the server sent them).
+/// A cancel key: process id and secret, as the server sent them.
+type CancelKey = (i32, Vec<u8>);
+
+/// The connections' cancel keys.
 #[derive(Debug, Default)]
 pub(crate) struct CancelKeys {
-    keys: Mutex<HashMap<(i32, Vec<u8>), Arc<Canceller>>>,
+    keys: Mutex<HashMap<CancelKey, Arc<Canceller>>>,
 }
 
 /// A backend message seen by the relay, as far as it cares.
@@ -205,7 +208,7 @@ pub(crate) async fn relay(
     let mut auth_ok = false;
     // Idle (and so the first to be evicted) until a statement is sent.
     let mut busy: Option<BusyGuard> = None;
-    let mut key: Option<(i32, Vec<u8>)> = None;
+    let mut key: Option<CancelKey> = None;
     let login_deadline = tokio::time::sleep(limits.startup_timeout);
     tokio::pin!(login_deadline);
     let reason: Option<Vec<u8>> = loop {
