@@ -23,7 +23,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         std::panic::set_hook(Box::new(|info| {
-            eprintln!("panic: {info}");
+            eprintln!("panic: {info}\n{}", std::backtrace::Backtrace::force_capture());
             std::process::abort();
         }));
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -443,7 +443,7 @@ pub fn decode_post(line: &[u8]) -> Result<Option<PostData>, String> {
         did: ev.did.to_string(),
         rkey: c.rkey.to_string(),
         cid: c.cid.as_ref().map(|s| s.to_string()),
-        event_time_ns: ev.time_us * 1000,
+        event_time_ns: ev.time_us.saturating_mul(1000),
         created_at_ns: r
             .created_at
             .as_deref()
@@ -682,5 +682,21 @@ mod tests {
         );
         assert!(d.push(&[0xff, 0xfe]).is_err());
         assert!(d.flush().unwrap().is_none());
+    }
+
+    /// Found by the fuzzer: a `time_us` past i64::MAX / 1000 overflowed (a panic in a debug
+    /// build, a wrapped time in 1969 in a release build). It saturates instead, so the event
+    /// counts as far ahead of the wall clock.
+    #[test]
+    fn huge_event_times_saturate() {
+        for t in [i64::MAX, 1773339719009157119] {
+            let line = format!(
+                r#"{{"did":"did:plc:a","time_us":{t},"kind":"commit","commit":{{"operation":"create","collection":"app.bsky.feed.post","rkey":"r","record":{{"text":"hi"}}}}}}"#
+            );
+            let p = decode_post(line.as_bytes()).unwrap().unwrap();
+            assert_eq!(p.event_time_ns, i64::MAX, "{t}");
+        }
+        let before_1970 = r#"{"did":"did:plc:a","time_us":-5,"kind":"commit","commit":{"operation":"create","collection":"app.bsky.feed.post","rkey":"r","record":{"text":"hi"}}}"#;
+        assert!(decode_post(before_1970.as_bytes()).is_err());
     }
 }

@@ -154,11 +154,29 @@ pub struct Generator {
 
 const MEAN_CONTENT_WORDS: f64 = 7.0;
 
-impl Generator {
-    pub fn new(cfg: GeneratorConfig) -> Result<Self, String> {
-        if !(cfg.rate > 0.0 && cfg.rate.is_finite()) {
+impl GeneratorConfig {
+    /// What [`Generator::new`] would refuse, without building the vocabularies (planning
+    /// checks options with it; building takes a while).
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
             return Err("rate must be a positive number of posts per second".into());
         }
+        let mix = default_mix();
+        for b in &self.bursts {
+            if !mix.iter().any(|l| l.vocab == b.lang && l.tag.is_some()) {
+                return Err(format!(
+                    "burst '{}': unknown language '{}'",
+                    b.keyword, b.lang
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Generator {
+    pub fn new(cfg: GeneratorConfig) -> Result<Self, String> {
+        cfg.check()?;
         let mut rng = Rng::new(cfg.seed);
         let mut langs: Vec<LangModel> = default_mix()
             .into_iter()
@@ -185,15 +203,10 @@ impl Generator {
             .collect();
         let mut bursts = Vec::new();
         for b in &cfg.bursts {
-            let Some(li) = langs
+            let li = langs
                 .iter()
                 .position(|l| l.lang.vocab == b.lang && l.lang.tag.is_some())
-            else {
-                return Err(format!(
-                    "burst '{}': unknown language '{}'",
-                    b.keyword, b.lang
-                ));
-            };
+                .expect("checked: a burst's language is in the mix");
             // A keyword outside the vocabulary takes a mid-frequency rank, so it has a baseline.
             let m = &mut langs[li];
             let rank = match m.words.iter().position(|w| *w == b.keyword) {

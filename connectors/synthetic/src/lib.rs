@@ -112,7 +112,7 @@ fn config(table: &TableDef) -> Result<Config> {
     let batch_size = o.take_batch_size(4096)?;
     let ground_truth = o.take("ground_truth");
     o.finish()?;
-    Generator::new(gcfg.clone()).map_err(bad)?;
+    gcfg.check().map_err(bad)?;
     Ok(Config {
         gcfg,
         speed,

@@ -52,6 +52,110 @@ pub(crate) struct CancelKeys {
     keys: Mutex<HashMap<CancelKey, Arc<Canceller>>>,
 }
 
+/// The layout of client messages, checked before pgwire sees them: it decodes a message's
+/// fields without checking them against the message's length, so a short or inconsistent
+/// one would panic in it or be read into the next message.
+#[derive(Debug, Default)]
+struct FrontendLayout {
+    /// A password-family message was seen (the first one is a SASLInitialResponse; later
+    /// ones are SASL responses, opaque bytes).
+    sasl_started: bool,
+}
+
+impl FrontendLayout {
+    fn check(&mut self, kind: u8, body: &[u8]) -> Result<(), &'static str> {
+        let mut r = Fields(body);
+        match kind {
+            b'Q' | b'f' => r.cstring()?,
+            b'P' => {
+                r.cstring()?;
+                r.cstring()?;
+                let types = r.u16()?;
+                r.skip(4 * types)?;
+            }
+            b'B' => {
+                r.cstring()?;
+                r.cstring()?;
+                let formats = r.u16()?;
+                r.skip(2 * formats)?;
+                for _ in 0..r.u16()? {
+                    r.value()?;
+                }
+                let formats = r.u16()?;
+                r.skip(2 * formats)?;
+            }
+            b'E' => {
+                r.cstring()?;
+                r.skip(4)?;
+            }
+            b'D' | b'C' => {
+                r.skip(1)?;
+                r.cstring()?;
+            }
+            b'H' | b'S' | b'X' | b'c' => {}
+            b'p' if !self.sasl_started => {
+                self.sasl_started = true;
+                r.cstring()?;
+                r.value()?;
+            }
+            // CopyData and SASL responses are opaque; pgwire refuses unknown kinds itself.
+            _ => return Ok(()),
+        }
+        if r.0.is_empty() {
+            Ok(())
+        } else {
+            Err("bytes after the last field")
+        }
+    }
+}
+
+/// The fields of a message body, read front to back.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn skip(&mut self, n: usize) -> Result<(), &'static str> {
+        if n > self.0.len() {
+            return Err("a field runs past the end of the message");
+        }
+        self.0 = &self.0[n..];
+        Ok(())
+    }
+
+    fn cstring(&mut self) -> Result<(), &'static str> {
+        let end = self
+            .0
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or("a string without its terminating zero")?;
+        self.skip(end + 1)
+    }
+
+    fn u16(&mut self) -> Result<usize, &'static str> {
+        let v = self
+            .0
+            .get(..2)
+            .ok_or("a count runs past the end of the message")?;
+        let v = u16::from_be_bytes([v[0], v[1]]) as usize;
+        self.skip(2)?;
+        Ok(v)
+    }
+
+    /// A length-prefixed value (-1: none).
+    fn value(&mut self) -> Result<(), &'static str> {
+        let v = self
+            .0
+            .get(..4)
+            .ok_or("a length runs past the end of the message")?;
+        let len = i32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+        self.skip(4)?;
+        match len {
+            -1 => Ok(()),
+            n if n >= 0 => self.skip(n as usize),
+            _ => Err("a negative length"),
+        }
+    }
+}
+
 /// A backend message seen by the relay, as far as it cares.
 enum Seen {
     Other,
@@ -198,9 +302,12 @@ pub(crate) async fn relay(
     let (mut sr, mut sw) = server.split();
     let mut from_client = vec![0u8; 16 << 10];
     let mut from_server = vec![0u8; 64 << 10];
-    // Client framing: a kind byte and a length, then that many bytes passed through.
-    let mut header: Vec<u8> = Vec::with_capacity(5);
-    let mut body_left: usize = 0;
+    // Client framing: whole messages (a kind byte, a length, the body) are checked, then
+    // passed on.
+    let mut msg: Vec<u8> = Vec::with_capacity(5);
+    let mut want: usize = 5;
+    let mut to_server: Vec<u8> = Vec::new();
+    let mut layout = FrontendLayout::default();
     let mut framing = BackendFraming::default();
     let mut seen = Vec::new();
     let mut logged_in = false;
@@ -216,22 +323,20 @@ pub(crate) async fn relay(
             r = tr.read(&mut from_client) => {
                 let n = match r { Ok(0) | Err(_) => break None, Ok(n) => n };
                 conn.touch();
-                // Check the framing of what came in before passing it on.
                 let mut i = 0;
                 let mut refuse = None;
+                to_server.clear();
                 while i < n {
-                    if body_left > 0 {
-                        let take = body_left.min(n - i);
-                        body_left -= take;
-                        i += take;
-                        continue;
+                    let take = (want - msg.len()).min(n - i);
+                    msg.extend_from_slice(&from_client[i..i + take]);
+                    i += take;
+                    if msg.len() < want {
+                        break;
                     }
-                    header.push(from_client[i]);
-                    i += 1;
-                    if header.len() == 5 {
-                        let kind = header[0];
-                        let len = i32::from_be_bytes(header[1..5].try_into().unwrap());
-                        let max = match kind {
+                    if want == 5 {
+                        // The header: refuse a length past the limit before buffering it.
+                        let len = i32::from_be_bytes(msg[1..5].try_into().unwrap());
+                        let max = match msg[0] {
                             b'Q' | b'P' | b'B' => limits.max_query_bytes,
                             _ => MAX_SMALL_MESSAGE_BYTES,
                         };
@@ -246,19 +351,31 @@ pub(crate) async fn relay(
                             ));
                             break;
                         }
-                        body_left = len as usize - 4;
-                        header.clear();
-                        // Logged-in connections with a statement in progress are not evicted;
-                        // one that has not logged in yet always may be.
-                        if logged_in && kind != b'X' && busy.is_none() {
-                            busy = Some(conn.busy());
+                        want = 1 + len as usize;
+                        if want > 5 {
+                            continue;
                         }
                     }
+                    if let Err(what) = layout.check(msg[0], &msg[5..]) {
+                        refuse = Some(fatal(
+                            "08P01",
+                            &format!("invalid message format: {what}"),
+                        ));
+                        break;
+                    }
+                    // Logged-in connections with a statement in progress are not evicted;
+                    // one that has not logged in yet always may be.
+                    if logged_in && msg[0] != b'X' && busy.is_none() {
+                        busy = Some(conn.busy());
+                    }
+                    to_server.extend_from_slice(&msg);
+                    msg.clear();
+                    want = 5;
                 }
                 if refuse.is_some() {
                     break refuse;
                 }
-                if sw.write_all(&from_client[..n]).await.is_err() {
+                if !to_server.is_empty() && sw.write_all(&to_server).await.is_err() {
                     break None;
                 }
             }
@@ -333,6 +450,35 @@ mod tests {
         assert!(matches!(&out[1], Seen::KeyData(7, s) if s == &[1, 2, 3, 4]));
         assert!(matches!(out[2], Seen::ReadyForQuery));
         assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn client_messages_must_fit_their_length() {
+        let mut l = FrontendLayout::default();
+        // Bind: portal, statement, no formats, one 2-byte parameter, no result formats.
+        assert_eq!(l.check(b'B', b"\0\0\0\0\0\x01\0\0\0\x02hi\0\0"), Ok(()));
+        // Found by the fuzzer: a parameter that claims 58 bytes of 2.
+        assert!(l.check(b'B', b"\0\0\0\0\0\x01\0\0\0\x3a1\0\0").is_err());
+        assert!(
+            l.check(b'B', b"\0\0\0\0\0\x01\xff\xff\xff\xfe\0\0")
+                .is_err()
+        );
+        assert_eq!(l.check(b'P', b"\0SELECT $1\0\0\x01\0\0\0\x17"), Ok(()));
+        assert!(l.check(b'P', b"\0SELECT $1\0\0\x09\0\0\0\x17").is_err());
+        assert!(l.check(b'Q', b"SELECT 1").is_err());
+        assert!(l.check(b'Q', b"SELECT 1\0trailing").is_err());
+        assert!(l.check(b'E', b"\0\0\0").is_err());
+        assert!(l.check(b'D', b"").is_err());
+        assert!(l.check(b'S', b"x").is_err());
+        // The first password message is a SASLInitialResponse; later ones are opaque.
+        assert!(
+            l.check(b'p', b"SCRAM-SHA-256\0\0\0\0\x0an,,n=,r=x")
+                .is_err()
+        );
+        let mut l = FrontendLayout::default();
+        assert_eq!(l.check(b'p', b"SCRAM-SHA-256\0\0\0\0\x08n,,n=,r="), Ok(()));
+        assert_eq!(l.check(b'p', b"c=biws,r=...,p=..."), Ok(()));
+        assert_eq!(l.check(b'd', b"anything"), Ok(()));
     }
 
     #[test]
