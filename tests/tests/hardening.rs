@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use skystream_tests::http::{get, post};
 use skystream_tests::pg::{AuthRequest, PgClient};
-use skystream_tests::serve::{Served, wait_until};
+use skystream_tests::serve::{Served, wait_for, wait_until};
 use skystream_tests::services::*;
 
 /// A small pipeline that plans (the "normal query" of the HTTP API).
@@ -981,15 +981,13 @@ async fn a_panic_in_a_pipeline_fails_that_pipeline_alone() {
         ids.push((p["id"].as_str().unwrap().to_string(), says));
     }
     for (id, says) in ids {
-        let until = Instant::now() + Duration::from_secs(30);
-        let v = loop {
-            let (_, v) = get(&c, &format!("{base}/api/v1/pipelines/{id}")).await;
-            if v["state"] == "failed" {
-                break v;
-            }
-            assert!(Instant::now() < until, "{v:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let url = format!("{base}/api/v1/pipelines/{id}");
+        let failed = wait_for(Duration::from_secs(30), || async {
+            get(&c, &url).await.1["state"] == "failed"
+        })
+        .await;
+        let (_, v) = get(&c, &url).await;
+        assert!(failed, "{v:#}");
         let e = v["error"].as_str().unwrap();
         assert!(e.contains("panicked") && e.contains(says), "{e}");
     }
