@@ -27,9 +27,10 @@ pub mod planner;
 pub mod rewrite;
 pub mod script;
 pub mod table;
-pub mod text;
-pub mod udf;
 pub mod validate;
+
+// The functions live in their own crate (built for speed); their paths stay as they were.
+pub use skystream_functions::{text, udf};
 
 pub use error::SqlError;
 pub use planner::{
