@@ -1,6 +1,9 @@
--- skystream demo: the top keywords of a synthetic Bluesky firehose, per sliding window.
+-- skystream demo --counts: the most frequent keywords of a synthetic Bluesky firehose, per
+-- sliding window: the naive ranking, beside which `skystream demo` shows what sql/trends.sql
+-- finds trending in the same stream.
 --
--- `skystream demo` fills the placeholders (dollar-brace name:default) from its flags; to run it by hand:
+-- `skystream demo --counts` fills the placeholders (dollar-brace name:default) from its flags; to
+-- run it by hand:
 --   skystream run sql/demo.sql --set rate=40 --set speed=30 --set duration=2h
 --
 -- Event time runs `speed` times faster than the wall clock, so a 1-minute slide shows a new
@@ -17,6 +20,7 @@ CREATE TABLE posts (
     start     = '${start:now}',
     seed      = '${seed:42}',
     bursts    = '${bursts:eclipse:12m:20m:12}',
+    fast_forward = '${fast_forward:0s}',
     out_of_order = '1s'
 );
 

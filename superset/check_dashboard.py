@@ -3,7 +3,7 @@
 1. Logs in over the REST API and, for every chart of the "Bluesky trends" dashboard, asks
    /api/v1/chart/data for the rows the chart shows; compares them with the lake's Parquet files
    read directly with pyarrow.
-2. Opens the dashboard in headless Chromium (selenium), waits until its four charts have
+2. Opens the dashboard in headless Chromium (selenium), waits until its five charts have
    rendered (a canvas or a table with rows, no error), and saves a screenshot.
 
 Usage (with Superset's venv python, which has requests, pyarrow and selenium):
@@ -12,6 +12,7 @@ Usage (with Superset's venv python, which has requests, pyarrow and selenium):
 
 import argparse
 import collections
+import datetime
 import json
 import sys
 import time
@@ -89,7 +90,7 @@ def check_numbers(sup, lake):
     charts = sup.get("/api/v1/dashboard/bluesky-trends/charts")["result"]
     names = sorted(c["slice_name"] for c in charts)
     print(f"dashboard '{dash['dashboard_title']}': {names}")
-    assert len(charts) == 4, names
+    assert len(charts) == 5, names
     datasets = {
         d["table_name"]: d["id"]
         for d in sup.get("/api/v1/dataset/", q="(page_size:100)")["result"]
@@ -102,24 +103,63 @@ def check_numbers(sup, lake):
         "timeGrain": grain,
     }
 
-    kc = lake_table(lake, "keyword_counts")
-    counter = sums(kc, "keyword", "count")
+    ta = lake_table(lake, "trend_alerts").to_pylist()
+    assert ta, "the lake holds no trend alerts"
+    latest = max(r["window_end"] for r in ta)
+    day = [r for r in ta if r["window_end"] > latest - datetime.timedelta(days=1)]
+    first_seen = {}
+    for r in day:
+        k = (r["keyword"], r["lang"])
+        first_seen[k] = min(first_seen.get(k, r["window_end"]), r["window_end"])
+
+    # Trending now: the newest window by rank, each with when it first trended.
+    want = sorted((r["rank"], r["keyword"], ms(first_seen[(r["keyword"], r["lang"])]))
+                  for r in ta if r["window_end"] == latest)
     rows = sup.chart_data(
-        datasets["keyword_counts"],
-        {"columns": ["keyword"], "metrics": ["mentions"], "orderby": [["mentions", False]],
-         "row_limit": 10},
+        datasets["current_trends"],
+        {"columns": ["rank", "keyword", "first_seen"], "metrics": [], "row_limit": 100,
+         "orderby": [["rank", True]]},
     )
-    check_top("mentions by keyword", rows, "keyword", "mentions", counter, 10)
-    # The line chart's hourly grain: per-hour sums of the whole lake.
-    hourly = sums(kc, "window_end", "count", keep=lambda t: t.replace(minute=0, second=0, microsecond=0))
+    got = sorted((r["rank"], r["keyword"], r["first_seen"]) for r in rows)
+    assert got == want, f"trending now: {got} vs {want}"
+    print(f"  trending now: {len(got)} rows of window {latest} match the lake, with first seen")
+
+    # Trend timeline: per keyword, the 5-minute buckets it trended in and its top score.
+    buckets = collections.defaultdict(set)
+    top_score = collections.defaultdict(float)
+    for r in day:
+        t = r["window_end"]
+        buckets[r["keyword"]].add(t.replace(minute=t.minute - t.minute % 5, second=0, microsecond=0))
+        top_score[r["keyword"]] = max(top_score[r["keyword"]], r["score"])
     rows = sup.chart_data(
-        datasets["keyword_counts"],
-        {"columns": [time_axis("PT1H")], "metrics": ["mentions"], "row_limit": 10000,
-         "orderby": [[time_axis("PT1H"), True]]},
+        datasets["trend_timeline"],
+        {"columns": [time_axis("PT5M"), "keyword"], "metrics": ["max_score"], "row_limit": 10000},
     )
-    got = sorted(r["mentions"] for r in rows)
-    assert got == sorted(hourly.values()), f"hourly: {rows} vs {hourly}"
-    print(f"  mentions per hour: {len(rows)} hours match the lake")
+    got_buckets = collections.Counter(r["keyword"] for r in rows)
+    got_top = collections.defaultdict(float)
+    for r in rows:
+        got_top[r["keyword"]] = max(got_top[r["keyword"]], r["max_score"])
+    assert got_buckets == collections.Counter({k: len(v) for k, v in buckets.items()}), \
+        f"timeline: {dict(got_buckets)} vs {({k: len(v) for k, v in buckets.items()})}"
+    for k, v in top_score.items():
+        assert abs(got_top[k] - v) < 1e-6, f"timeline: {k} top score {got_top[k]} vs {v}"
+    print(f"  trend timeline: {len(rows)} cells of {len(buckets)} keywords match the lake")
+
+    # Mentions of today's trends: the keyword counts of exactly those keywords (in the
+    # language group they trended in), not the most frequent words.
+    kc = lake_table(lake, "keyword_counts").to_pylist()
+    trended = set(first_seen)
+    mentions = collections.Counter()
+    for r in kc:
+        if (r["keyword"], r["lang"]) in trended and r["window_end"] > latest - datetime.timedelta(days=1):
+            mentions[r["keyword"]] += r["count"]
+    rows = sup.chart_data(
+        datasets["trend_mentions"],
+        {"columns": ["keyword"], "metrics": ["mentions"], "row_limit": 1000},
+    )
+    got = {r["keyword"]: r["mentions"] for r in rows}
+    assert got == dict(mentions), f"trend mentions: {got} vs {dict(mentions)}"
+    print(f"  mentions of today's trends: {len(got)} keywords match the lake: {', '.join(sorted(got))}")
 
     hc = lake_table(lake, "hashtag_counts")
     rows = sup.chart_data(
@@ -129,33 +169,29 @@ def check_numbers(sup, lake):
     )
     check_top("hashtag leaderboard", rows, "keyword", "mentions", sums(hc, "keyword", "count"), 15)
 
+    # Volume by language: every closed minute; the newest (a stream that ended flushes it
+    # partly filled) is left out, so the chart does not end in a drop.
     pv = lake_table(lake, "post_volume")
-    per_lang = sums(pv, "lang", "posts")
-    rows = sup.chart_data(
-        datasets["post_volume"],
-        {"columns": ["lang"], "metrics": ["posts"], "row_limit": 1000},
-    )
-    assert {r["lang"]: r["posts"] for r in rows} == dict(per_lang), f"{rows} vs {per_lang}"
-    print(f"  posts by language: {len(rows)} languages match the lake ({sum(per_lang.values())} posts)")
     per_minute = sums(pv, "window_end", "posts")
+    newest = max(per_minute)
+    closed = {t: v for t, v in per_minute.items() if t != newest}
     rows = sup.chart_data(
-        datasets["post_volume"],
-        {"columns": [time_axis("PT1M")], "metrics": ["posts"], "row_limit": 100000},
+        datasets["post_volume_closed"],
+        {"columns": [time_axis("PT1M")], "metrics": ["posts"], "row_limit": 100000,
+         "orderby": [[time_axis("PT1M"), True]]},
     )
-    assert sorted(r["posts"] for r in rows) == sorted(per_minute.values())
-    print(f"  posts per minute: {len(rows)} minutes match the lake")
+    assert sorted(r["posts"] for r in rows) == sorted(closed.values()), "posts per minute"
+    assert max(r["window_end"] for r in rows) < ms(newest), "the newest minute is shown"
+    values = [r["posts"] for r in rows]
+    median = sorted(values)[len(values) // 2]
+    assert values[-1] >= median / 2, f"the chart ends in a drop: {values[-5:]} (median {median})"
+    print(f"  posts per minute: {len(rows)} closed minutes match the lake "
+          f"(newest, {per_minute[newest]} posts, left out; last shown {values[-1]}, median {median})")
 
-    ta = lake_table(lake, "trend_alerts").to_pylist()
-    latest = max(r["window_end"] for r in ta)
-    want = sorted((r["rank"], r["keyword"]) for r in ta if r["window_end"] == latest)
-    rows = sup.chart_data(
-        datasets["current_trends"],
-        {"columns": ["rank", "keyword", "score"], "metrics": [], "row_limit": 100,
-         "orderby": [["rank", True]]},
-    )
-    got = sorted((r["rank"], r["keyword"]) for r in rows)
-    assert got == want, f"current trends: {got} vs {want}"
-    print(f"  current trends: {len(got)} rows of window {latest} match the lake")
+
+def ms(t):
+    """A lake timestamp as the epoch milliseconds Superset's JSON results carry."""
+    return int(t.timestamp() * 1000)
 
 
 def screenshot(url, user, password, out, chromium, chromedriver):
@@ -191,7 +227,7 @@ def screenshot(url, user, password, out, chromium, chromedriver):
                 };
                 """
             )
-            if state["charts"] >= 4 and state["rendered"] >= 4 and state["loading"] == 0:
+            if state["charts"] >= 5 and state["rendered"] >= 5 and state["loading"] == 0:
                 break
             assert not state["errors"], f"chart errors on the dashboard: {state['errors']}"
             assert time.time() < deadline, f"dashboard did not render: {state}"

@@ -3,6 +3,7 @@
 
 mod api;
 mod checkpoint;
+mod cli;
 mod crash;
 mod deploy;
 mod errors;

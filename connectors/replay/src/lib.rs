@@ -59,21 +59,42 @@ impl Speed {
 pub struct Pacer {
     speed: Speed,
     origin: Option<(i64, Instant)>,
+    /// Event time released unpaced from the first event on (a baseline filled at once).
+    fast_forward_ns: i64,
+    first_ns: Option<i64>,
 }
 
 impl Pacer {
     pub fn new(speed: Speed) -> Self {
+        Self::with_fast_forward(speed, Duration::ZERO)
+    }
+
+    /// Paces at `speed` once `fast_forward` of event time (from the first event) has gone out
+    /// as fast as it can be read.
+    pub fn with_fast_forward(speed: Speed, fast_forward: Duration) -> Self {
         Self {
             speed,
             origin: None,
+            fast_forward_ns: fast_forward.as_nanos().min(i64::MAX as u128) as i64,
+            first_ns: None,
         }
+    }
+
+    /// Whether an event at `event_ns` is released at the paced rate (not fast-forwarded).
+    pub fn paces(&mut self, event_ns: i64) -> bool {
+        let first = *self.first_ns.get_or_insert(event_ns);
+        self.is_paced() && event_ns.saturating_sub(first) >= self.fast_forward_ns
     }
 
     /// How long to wait before releasing an event at `event_ns` (zero when it is due).
     pub fn delay(&mut self, event_ns: i64) -> Duration {
+        if !self.paces(event_ns) {
+            return Duration::ZERO;
+        }
         let Speed::Factor(f) = self.speed else {
             return Duration::ZERO;
         };
+        // The clock starts where fast-forwarding ended.
         let (t0, w0) = *self.origin.get_or_insert((event_ns, Instant::now()));
         let due = w0 + Duration::from_secs_f64(((event_ns - t0).max(0) as f64 / 1e9) / f);
         due.saturating_duration_since(Instant::now())
@@ -453,5 +474,23 @@ mod tests {
         );
         let mut m = Pacer::new(Speed::Max);
         assert_eq!(m.delay(1_000_000_000_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn fast_forward_releases_the_first_period_then_paces() {
+        let min = 60_000_000_000i64;
+        let mut p = Pacer::with_fast_forward(Speed::Factor(60.0), Duration::from_secs(3600));
+        for m in 0..60 {
+            assert_eq!(p.delay(1_000 + m * min), Duration::ZERO, "minute {m}");
+            assert!(p.clock().is_none());
+        }
+        // The paced clock starts at the end of the fast-forward.
+        assert_eq!(p.delay(1_000 + 60 * min), Duration::ZERO);
+        assert!(p.clock().is_some());
+        let d = p.delay(1_000 + 61 * min); // 1 min of event time at x60 = 1 s
+        assert!(
+            d > Duration::from_millis(900) && d <= Duration::from_secs(1),
+            "{d:?}"
+        );
     }
 }

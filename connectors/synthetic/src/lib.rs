@@ -11,7 +11,9 @@
 //! `count` (unbounded when neither), `bursts` (comma-separated
 //! `keyword:start:duration:intensity[:lang]`), `ground_truth` (a path to write the planted
 //! bursts to, as JSON), `authors` (20000), `out_of_order` (event times moved back by up to this,
-//! e.g. `3s`), `other_events` (non-post events per post, 0), `batch_size` (4096).
+//! e.g. `3s`), `other_events` (non-post events per post, 0), `batch_size` (4096),
+//! `fast_forward` (a paced stream's first stretch of event time, e.g. `65m`, generated as fast
+//! as it is read: a trend baseline filled at once, then real pacing).
 //! Events are generated as Jetstream JSON and decoded like recorded ones.
 
 pub mod generator;
@@ -41,6 +43,7 @@ pub struct SyntheticConnector;
 struct Config {
     gcfg: GeneratorConfig,
     speed: Speed,
+    fast_forward: std::time::Duration,
     batch_size: usize,
     ground_truth: Option<String>,
 }
@@ -109,6 +112,7 @@ fn config(table: &TableDef) -> Result<Config> {
     if let Some(x) = o.take_bounded::<f64>("other_events", 0.0..=100.0)? {
         gcfg.other_events = x;
     }
+    let fast_forward = o.take_duration("fast_forward")?.unwrap_or_default();
     let batch_size = o.take_batch_size(4096)?;
     let ground_truth = o.take("ground_truth");
     o.finish()?;
@@ -116,6 +120,7 @@ fn config(table: &TableDef) -> Result<Config> {
     Ok(Config {
         gcfg,
         speed,
+        fast_forward,
         batch_size,
         ground_truth,
     })
@@ -160,7 +165,7 @@ impl Connector for SyntheticConnector {
             name: table.name.clone(),
             generator,
             decoder,
-            pacer: Pacer::new(c.speed),
+            pacer: Pacer::with_fast_forward(c.speed, c.fast_forward),
             batch_size: c.batch_size,
         }))
     }
@@ -198,11 +203,8 @@ impl Source for SyntheticSource {
             let mut line = Vec::with_capacity(2048);
             let mut n = 0u64;
             let mut logged = 0u32;
-            let batch_size = if self.pacer.is_paced() {
-                self.batch_size.min(64)
-            } else {
-                self.batch_size
-            };
+            // Paced output goes in small batches (a smooth stream); fast-forwarded, in full ones.
+            let mut batch_size = self.batch_size;
             let mut batch_start: Option<i64> = None;
             // Resuming: the stream is deterministic, so the events already delivered are skipped.
             let skip = ctx
@@ -222,7 +224,14 @@ impl Source for SyntheticSource {
                     if n <= skip {
                         continue;
                     }
-                    batch_start.get_or_insert(t * 1000);
+                    if batch_start.is_none() {
+                        batch_start = Some(t * 1000);
+                        batch_size = if self.pacer.paces(t * 1000) {
+                            self.batch_size.min(64)
+                        } else {
+                            self.batch_size
+                        };
+                    }
                     push_record(
                         self.decoder.as_mut(),
                         &ctx,

@@ -3,6 +3,8 @@
 mod bench;
 mod bench_kafka;
 mod bench_sinks;
+mod client;
+mod demo;
 mod eval;
 mod jetstream_cmds;
 mod serve;
@@ -70,35 +72,25 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
-    /// Synthetic firehose -> trending SQL (sql/demo.sql) -> a live top-trends table per window.
-    /// Needs no external service.
-    Demo {
-        /// Posts per second of event time.
-        #[arg(long, default_value_t = 40.0)]
-        rate: f64,
-        /// How much faster event time runs than the wall clock ('max' for no pacing).
-        #[arg(long, default_value = "30")]
-        speed: String,
-        /// Event time to generate (e.g. 30m, 2h).
-        #[arg(long, default_value = "2h")]
-        duration: String,
-        /// Random seed of the synthetic firehose.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Planted bursts: keyword:start:duration:intensity[:lang], comma-separated.
-        #[arg(
-            long,
-            default_value = "eclipse:12m:20m:12,地震:25m:15m:10:ja,flamengo:40m:15m:10:pt"
-        )]
-        bursts: String,
-        /// Print the pipeline script and exit.
-        #[arg(long)]
-        print_sql: bool,
-    },
+    /// Trend detection (sql/trends.sql) on a synthetic firehose with planted bursts, as a live
+    /// board; --counts for the naive most-frequent ranking. Needs no external service.
+    Demo(demo::DemoArgs),
     /// List the connectors.
     Connectors,
     /// The HTTP API: submit, run and watch SQL pipelines (OpenAPI at /api/v1/openapi.json).
     Serve(serve::ServeArgs),
+    /// Submit a pipeline script to a server (`skystream serve`) and start it.
+    Submit(client::SubmitArgs),
+    /// A server's pipelines: id, name, state, counters.
+    Pipelines(client::ListArgs),
+    /// Follow a pipeline's result rows as they are written (a table, or --json lines).
+    Tail(client::TailArgs),
+    /// Stop a pipeline on a server (it takes a last checkpoint).
+    Stop(client::TargetArgs),
+    /// Start a stopped, finished or failed pipeline again (from its last checkpoint).
+    Start(client::TargetArgs),
+    /// Stop and delete a pipeline, with its checkpoints.
+    Delete(client::TargetArgs),
     /// Serve a JSONL file of Jetstream events as a local Jetstream v1 endpoint.
     JetstreamServe(jetstream_cmds::ServeArgs),
     /// Jetstream -> Kafka: every event to a topic, keyed by author, resumable by cursor.
@@ -197,44 +189,7 @@ fn real_main() -> Result<()> {
                 Err(e) => bail!("{}: {e}", file.display()),
             }
         }
-        Command::Demo {
-            rate,
-            speed,
-            duration,
-            seed,
-            bursts,
-            print_sql,
-        } => {
-            let mut vars = std::collections::BTreeMap::new();
-            vars.insert("rate".to_string(), rate.to_string());
-            vars.insert("speed".to_string(), speed);
-            vars.insert("duration".to_string(), duration);
-            vars.insert("seed".to_string(), seed.to_string());
-            vars.insert("bursts".to_string(), bursts);
-            let sql = skystream_sql::params::substitute(shipped::DEMO, &vars)
-                .map_err(anyhow::Error::msg)?;
-            if print_sql {
-                println!("{sql}");
-                return Ok(());
-            }
-            eprintln!(
-                "skystream demo: synthetic firehose ({rate} posts/s of event time) -> sql/demo.sql; Ctrl-C to stop"
-            );
-            run_script(
-                &sql,
-                RunOptions {
-                    explain: false,
-                    progress: 5.0,
-                    idle_timeout: 5.0,
-                    memory_limit: None,
-                    max_event_ahead: None,
-                    tables: Default::default(),
-                    name: "demo".into(),
-                    checkpoint: None,
-                    checkpoint_interval: 10.0,
-                },
-            )
-        }
+        Command::Demo(args) => demo::run(args),
         Command::Connectors => {
             for c in skystream_registry::registry().connectors() {
                 println!("{:<10} {}", c.name(), c.description());
@@ -242,6 +197,12 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve::serve(args),
+        Command::Submit(args) => client::submit(args),
+        Command::Pipelines(args) => client::pipelines(args),
+        Command::Tail(args) => client::tail(args),
+        Command::Stop(args) => client::action(client::Action::Stop, args),
+        Command::Start(args) => client::action(client::Action::Start, args),
+        Command::Delete(args) => client::action(client::Action::Delete, args),
         Command::Bench(args) => bench::run(args),
         Command::BenchKafka(args) => bench_kafka::run(args),
         Command::BenchSinks(args) => bench_sinks::run(args),

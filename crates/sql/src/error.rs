@@ -124,3 +124,36 @@ fn parser_position(msg: &str) -> Option<(u64, u64)> {
     let c: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     Some((l.trim().parse().ok()?, c.parse().ok()?))
 }
+
+/// The column an "unknown column" message names (`No field named txt. ...`, `No field named
+/// posts.txt`, `No field named "Txt"`): its last part, as written in the query.
+pub(crate) fn unknown_column(msg: &str) -> Option<&str> {
+    let rest = &msg[msg.find("No field named ")? + "No field named ".len()..];
+    let name = if let Some(q) = rest.strip_prefix('"') {
+        &q[..q.find('"')?]
+    } else {
+        let end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(rest.len());
+        rest[..end].trim_end_matches('.')
+    };
+    let last = name.rsplit('.').next().unwrap_or(name);
+    (!last.is_empty()).then_some(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unknown_column;
+
+    #[test]
+    fn the_unknown_column_is_named() {
+        assert_eq!(
+            unknown_column("No field named txt. Did you mean 'posts.text'?"),
+            Some("txt")
+        );
+        assert_eq!(unknown_column("No field named posts.txt."), Some("txt"));
+        assert_eq!(unknown_column("No field named \"Txt\". Valid"), Some("Txt"));
+        assert_eq!(unknown_column("No field named txt"), Some("txt"));
+        assert_eq!(unknown_column("table 'x' not found"), None);
+    }
+}

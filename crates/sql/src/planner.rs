@@ -452,7 +452,7 @@ pub async fn plan_script_with(
                     .state()
                     .statement_to_plan(DFStatement::Statement(Box::new(st.statement.clone())))
                     .await
-                    .map_err(|e| SqlError::from(e).or_at(pos))?;
+                    .map_err(|e| st.locate(SqlError::from(e)))?;
                 ctx.execute_logical_plan(plan)
                     .await
                     .map_err(|e| SqlError::from(e).or_at(pos))?;
@@ -521,7 +521,7 @@ pub async fn plan_script_with(
             .state()
             .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query))))
             .await
-            .map_err(|e| SqlError::from(e).or_at(pos))?;
+            .map_err(|e| st.locate(SqlError::from(e)))?;
         let plan =
             crate::rewrite::lateral_unnest(plan).map_err(|e| SqlError::from(e).or_at(pos))?;
         tracing::debug!(

@@ -39,6 +39,25 @@ impl ScriptStatement {
             .unwrap_or((1, 1))
     }
 
+    /// Position of the first word `name` (case-insensitive; a quoted word must match exactly).
+    pub fn find_word(&self, name: &str) -> Option<(u64, u64)> {
+        self.tokens
+            .iter()
+            .find(|t| match &t.token {
+                Token::Word(w) if w.quote_style.is_some() => w.value == name,
+                Token::Word(w) => w.value.eq_ignore_ascii_case(name),
+                _ => false,
+            })
+            .map(|t| (t.span.start.line, t.span.start.column))
+    }
+
+    /// `e` at the construct it names when that can be found in this statement (an unknown
+    /// column), else at the statement's start.
+    pub fn locate(&self, e: SqlError) -> SqlError {
+        let named = crate::error::unknown_column(&e.message).and_then(|n| self.find_word(n));
+        e.or_at(named.or(Some(self.start())))
+    }
+
     /// Position of the first occurrence of keyword sequence `words` (e.g. `["ORDER", "BY"]`),
     /// skipping those inside `OVER (...)` when `outside_over` is set.
     pub fn find_keywords(&self, words: &[&str], outside_over: bool) -> Option<(u64, u64)> {
