@@ -133,7 +133,9 @@ def check_numbers(sup, lake):
         top_score[r["keyword"]] = max(top_score[r["keyword"]], r["score"])
     rows = sup.chart_data(
         datasets["trend_timeline"],
-        {"columns": [time_axis("PT5M"), "keyword"], "metrics": ["max_score"], "row_limit": 10000},
+        {"columns": [{"columnType": "BASE_AXIS", "sqlExpression": "bucket", "label": "bucket",
+                      "expressionType": "SQL", "timeGrain": "PT1M"}, "keyword"],
+         "metrics": ["max_score"], "row_limit": 10000},
     )
     got_buckets = collections.Counter(r["keyword"] for r in rows)
     got_top = collections.defaultdict(float)

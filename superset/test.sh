@@ -20,7 +20,14 @@ sql_port="${SUPERSET_TEST_SQL_PORT:-15433}"
 api_port="${SUPERSET_TEST_API_PORT:-18080}"
 superset_port="${SUPERSET_PORT:-18088}"
 export SKYSTREAM_SQL_PASSWORD="superset-test-$$"
-export SUPERSET_METADATA_URI="${SUPERSET_METADATA_URI:-postgresql://postgres@127.0.0.1:5432/skystream_superset_test}"
+if [ -z "${SUPERSET_METADATA_URI:-}" ]; then
+    # The test's own metadata database, new each run: Superset's dashboard import does not
+    # overwrite charts and datasets that exist, so a database left by an earlier run would keep
+    # their old definitions.
+    export SUPERSET_METADATA_URI="postgresql://postgres@127.0.0.1:5432/skystream_superset_test"
+    psql "postgresql://postgres@127.0.0.1:5432/postgres" -qc \
+        'DROP DATABASE IF EXISTS skystream_superset_test WITH (FORCE)' >/dev/null
+fi
 export SUPERSET_ADMIN_PASSWORD=admin
 pids=()
 cleanup() {

@@ -157,9 +157,9 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
         let status = resp.status();
-        let body = resp.bytes().await.context("reading the server's answer")?;
+        let body = read_capped(resp).await?;
         if status.is_success() {
-            return Ok(body.to_vec());
+            return Ok(body);
         }
         Err(refusal(status, &body, why.script))
     }
@@ -187,6 +187,18 @@ impl Client {
             }
         }
     }
+}
+
+/// A body of at most [`MAX_EVENT_BYTES`]: a misbehaving server must not grow the client.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.context("reading the server's answer")? {
+        if body.len() + chunk.len() > MAX_EVENT_BYTES {
+            bail!("the server's answer is over {} MiB", MAX_EVENT_BYTES >> 20);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The error of a refused request: the server's message, under it the SQL line with a caret
@@ -425,7 +437,8 @@ struct SseParser {
     data: Vec<String>,
 }
 
-/// An event's data beyond this is refused: a misbehaving server must not grow the client.
+/// An answer or an event's data beyond this is refused: a misbehaving server must not grow the
+/// client.
 const MAX_EVENT_BYTES: usize = 64 << 20;
 
 impl SseParser {
@@ -486,7 +499,7 @@ pub fn tail(args: TailArgs) -> Result<()> {
             .with_context(|| format!("cannot reach the server at {}", client.base))?;
         let status = resp.status();
         if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = read_capped(resp).await?;
             return Err(refusal(status, &body, None));
         }
         let mut body = resp.bytes_stream();

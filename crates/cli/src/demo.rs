@@ -131,9 +131,23 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let sql = skystream_sql::params::substitute(shipped::TRENDS, &BTreeMap::new())
         .map_err(anyhow::Error::msg)?;
     if args.print_sql {
+        // The same run by hand: the script's tables replaced as the demo replaces them.
+        let mut with: Vec<String> = source_options(&args, start_ns)
+            .into_iter()
+            .map(|(k, v)| format!("--with 'posts.{k}={v}'"))
+            .collect();
+        with.push(format!(
+            "--with {}.connector=stdout",
+            shipped::TREND_SINKS[0]
+        ));
+        with.extend(
+            shipped::TREND_SINKS[1..]
+                .iter()
+                .map(|t| format!("--with {t}.connector=memory")),
+        );
         println!(
-            "-- sql/trends.sql, run with posts from: {:?}\n{sql}",
-            source_options(&args, start_ns)
+            "-- skystream demo runs sql/trends.sql (below) with its tables replaced; by hand:\n--   skystream run trends {}\n{sql}",
+            with.join(" ")
         );
         return Ok(());
     }
