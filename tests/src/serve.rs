@@ -241,3 +241,28 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// The HTTP API in-process on a loopback port, as the tests that drive it over HTTP use it:
+/// 4 pipelines at most, a 5 s idle timeout, the default sandbox, 256 MiB per pipeline, 64 KiB
+/// bodies and, when given, a bearer token. Returns the server and `http://127.0.0.1:PORT`.
+pub async fn start_api(data_dir: PathBuf, token: Option<&str>) -> (skystream_api::Server, String) {
+    use skystream_api::{ApiConfig, ManagerConfig, Sandbox, Server};
+    let cfg = ApiConfig {
+        manager: ManagerConfig {
+            data_dir,
+            max_pipelines: 4,
+            idle_timeout: Duration::from_secs(5),
+            sandbox: Sandbox::default(),
+            memory_limit: Some(256 << 20),
+            ..Default::default()
+        },
+        token: token.map(String::from),
+        body_limit: 64 << 10,
+        ..Default::default()
+    };
+    let server = Server::start("127.0.0.1:0", cfg, skystream_registry::registry())
+        .await
+        .expect("server starts");
+    let base = format!("http://{}", server.addr);
+    (server, base)
+}

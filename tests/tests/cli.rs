@@ -7,8 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use skystream_api::{ApiConfig, ManagerConfig, Sandbox, Server};
-use skystream_tests::serve::wait_for;
+use skystream_tests::serve::{start_api, wait_for};
 use skystream_tests::services::unique_topic;
 use skystream_tests::skystream_bin;
 
@@ -101,23 +100,9 @@ fn write(dir: &Path, name: &str, body: &str) {
 async fn submit_list_tail_stop_start_delete() {
     let dir = std::env::temp_dir().join(format!("skystream-cli-{}", unique_topic("cli")));
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = ApiConfig {
-        manager: ManagerConfig {
-            data_dir: dir.join("data"),
-            max_pipelines: 4,
-            idle_timeout: Duration::from_secs(5),
-            sandbox: Sandbox::default(),
-            memory_limit: Some(256 << 20),
-            ..Default::default()
-        },
-        token: Some(TOKEN.into()),
-        ..Default::default()
-    };
-    let server = Server::start("127.0.0.1:0", cfg, skystream_registry::registry())
-        .await
-        .expect("server starts");
+    let (server, base) = start_api(dir.join("data"), Some(TOKEN)).await;
     let cli = Cli {
-        base: format!("http://{}", server.addr),
+        base,
         dir: dir.clone(),
     };
     write(&dir, "counts.sql", SCRIPT);

@@ -6,10 +6,9 @@
 //! may be refused with 400 although the request fits the schema.
 
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::json;
-use skystream_api::{ApiConfig, ManagerConfig, Sandbox, Server};
+use skystream_tests::serve::start_api;
 use skystream_tests::services::unique_topic;
 
 const TOKEN: &str = "schemathesis-token";
@@ -21,24 +20,7 @@ fn schemathesis() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing() {
     let dir = std::env::temp_dir().join(format!("skystream-api-{}", unique_topic("st")));
-    let cfg = ApiConfig {
-        manager: ManagerConfig {
-            data_dir: dir.clone(),
-            max_pipelines: 4,
-            idle_timeout: Duration::from_secs(5),
-            sandbox: Sandbox::default(),
-            memory_limit: Some(256 << 20),
-            ..Default::default()
-        },
-        token: Some(TOKEN.into()),
-        body_limit: 64 << 10,
-        trends_redis: None,
-        ..Default::default()
-    };
-    let server = Server::start("127.0.0.1:0", cfg, skystream_registry::registry())
-        .await
-        .expect("server starts");
-    let base = format!("http://{}", server.addr);
+    let (server, base) = start_api(dir.clone(), Some(TOKEN)).await;
 
     // A running pipeline, so lists, trends and metrics have something to show.
     let query = "CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)

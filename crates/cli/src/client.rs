@@ -119,11 +119,6 @@ struct Client {
     token: Option<String>,
 }
 
-/// A refused request, with the script it was about (to point into).
-struct Refused<'a> {
-    script: Option<(&'a str, &'a str)>,
-}
-
 impl Client {
     fn new(api: &ApiArgs) -> Result<Self> {
         let base = api.server.trim_end_matches('/').to_string();
@@ -149,8 +144,13 @@ impl Client {
         }
     }
 
-    /// Sends `req` (answers within a minute) and returns the body of a 2xx answer.
-    async fn send(&self, req: reqwest::RequestBuilder, why: Refused<'_>) -> Result<Vec<u8>> {
+    /// Sends `req` (answers within a minute) and returns the body of a 2xx answer; a refusal
+    /// about a query points into `script` (its label and text).
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        script: Option<(&str, &str)>,
+    ) -> Result<Vec<u8>> {
         let resp = req
             .timeout(Duration::from_secs(60))
             .send()
@@ -161,17 +161,25 @@ impl Client {
         if status.is_success() {
             return Ok(body);
         }
-        Err(refusal(status, &body, why.script))
+        Err(refusal(status, &body, script))
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let body = self
-            .send(
-                self.request(reqwest::Method::GET, path),
-                Refused { script: None },
-            )
+            .send(self.request(reqwest::Method::GET, path), None)
             .await?;
-        serde_json::from_slice(&body).context("the server's answer is not what was expected")
+        parse_answer(&body)
+    }
+
+    /// POSTs `body` as JSON; a refusal points into `script`.
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+        script: Option<(&str, &str)>,
+    ) -> Result<T> {
+        let req = self.request(reqwest::Method::POST, path).json(body);
+        parse_answer(&self.send(req, script).await?)
     }
 
     /// The id of the pipeline named or identified by `which`.
@@ -187,6 +195,10 @@ impl Client {
             }
         }
     }
+}
+
+fn parse_answer<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).context("the server's answer is not what was expected")
 }
 
 /// A body of at most [`MAX_EVENT_BYTES`]: a misbehaving server must not grow the client.
@@ -252,50 +264,25 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     // The server reports positions in the script with its placeholders filled.
     let shown = skystream_sql::params::substitute(&raw, &params).unwrap_or_else(|_| raw.clone());
     let label = args.file.display().to_string();
-    let why = Refused {
-        script: Some((&label, &shown)),
-    };
+    let script = Some((label.as_str(), shown.as_str()));
     let rt = crate::runtime()?;
     if args.validate {
-        let body = serde_json::json!({ "query": raw, "params": params });
-        let answer = rt.block_on(
-            client.send(
-                client
-                    .request(reqwest::Method::POST, "/api/v1/validate")
-                    .json(&body),
-                why,
-            ),
-        )?;
         #[derive(Deserialize)]
         struct Plan {
             outputs: Vec<String>,
             plan: String,
         }
-        let p: Plan = serde_json::from_slice(&answer).context("the server's answer")?;
+        let body = serde_json::json!({ "query": raw, "params": params });
+        let p: Plan = rt.block_on(client.post_json("/api/v1/validate", &body, script))?;
         println!("ok: writes {}\n{}", p.outputs.join(", "), p.plan);
         return Ok(());
     }
-    let name = match args.name {
-        Some(n) => n,
-        None => args
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pipeline".into()),
-    };
+    let name = crate::pipeline_name(args.name, &args.file);
     let mut body = serde_json::json!({ "name": name, "query": raw, "params": params });
     if let Some(i) = args.checkpoint_interval {
         body["checkpoint_interval"] = i.into();
     }
-    let answer = rt.block_on(
-        client.send(
-            client
-                .request(reqwest::Method::POST, "/api/v1/pipelines")
-                .json(&body),
-            why,
-        ),
-    )?;
-    let p: PipelineView = serde_json::from_slice(&answer).context("the server's answer")?;
+    let p: PipelineView = rt.block_on(client.post_json("/api/v1/pipelines", &body, script))?;
     println!(
         "{} (id {}): {}, writes {}",
         p.name,
@@ -377,12 +364,12 @@ pub fn action(what: Action, args: TargetArgs) -> Result<()> {
             Action::Start => client.request(reqwest::Method::POST, &format!("{path}/start")),
             Action::Delete => client.request(reqwest::Method::DELETE, &path),
         };
-        let answer = client.send(req, Refused { script: None }).await?;
+        let answer = client.send(req, None).await?;
         if let Action::Delete = what {
             println!("{id}: deleted");
             return Ok(());
         }
-        let p: PipelineView = serde_json::from_slice(&answer).context("the server's answer")?;
+        let p: PipelineView = parse_answer(&answer)?;
         println!("{} (id {}): {}", p.name, p.id, p.state);
         match p.error {
             Some(e) => bail!("{} failed: {e}", p.name),

@@ -10,17 +10,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampNanosecondType};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use skystream_engine::metrics::PipelineMetrics;
 use skystream_engine::sink::Sink;
-use skystream_engine::time::format_ns;
+use skystream_engine::time::{format_ns, now_ns};
 
 use crate::shipped;
 
@@ -63,13 +62,6 @@ pub struct DemoArgs {
     print_sql: bool,
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// The synthetic source's options: the stream starts 65 minutes before now, so that once the
 /// baseline is filled the paced part begins at the wall clock.
 fn source_options(a: &DemoArgs, start_ns: i64) -> BTreeMap<String, String> {
@@ -89,21 +81,16 @@ fn source_options(a: &DemoArgs, start_ns: i64) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// sql/trends.sql with its parameters at their defaults.
+fn trends_sql() -> Result<String> {
+    skystream_sql::params::substitute(shipped::TRENDS, &BTreeMap::new()).map_err(anyhow::Error::msg)
+}
+
 pub fn run(args: DemoArgs) -> Result<()> {
     let start_ns = now_ns() - FAST_FORWARD_NS;
     if args.counts {
-        let mut vars = BTreeMap::new();
-        for (k, v) in [
-            ("rate", args.rate.to_string()),
-            ("speed", args.speed.clone()),
-            ("duration", args.duration.clone()),
-            ("seed", args.seed.to_string()),
-            ("bursts", args.bursts.clone()),
-            ("start", format_ns(start_ns)),
-            ("fast_forward", FAST_FORWARD.to_string()),
-        ] {
-            vars.insert(k.to_string(), v);
-        }
+        // demo.sql's placeholders are named as the source's options.
+        let vars = source_options(&args, start_ns);
         let sql =
             skystream_sql::params::substitute(shipped::DEMO, &vars).map_err(anyhow::Error::msg)?;
         if args.print_sql {
@@ -128,9 +115,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             },
         );
     }
-    let sql = skystream_sql::params::substitute(shipped::TRENDS, &BTreeMap::new())
-        .map_err(anyhow::Error::msg)?;
     if args.print_sql {
+        let sql = trends_sql()?;
         // The same run by hand: the script's tables replaced as the demo replaces them.
         let mut with: Vec<String> = source_options(&args, start_ns)
             .into_iter()
@@ -170,9 +156,7 @@ pub async fn run_board(
         tables: shipped::in_memory(source_options(args, start_ns), &shipped::TREND_SINKS),
         ..Default::default()
     };
-    let sql = skystream_sql::params::substitute(shipped::TRENDS, &BTreeMap::new())
-        .map_err(anyhow::Error::msg)?;
-    let planned = skystream_sql::plan_script_with(&sql, &reg, &opts)
+    let planned = skystream_sql::plan_script_with(&trends_sql()?, &reg, &opts)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut pipeline = planned.pipeline;
@@ -213,21 +197,24 @@ pub async fn run_board(
             stop.stop();
         }
     });
-    // The board's status line (event time, posts/s, the baseline filling) between windows.
-    let ticker = {
+    // Live, the board's status line (event time, posts/s, the baseline filling) moves
+    // between windows; piped output has none.
+    let ticker = live.then(|| {
         let (board, metrics) = (board.clone(), metrics.clone());
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(if live { 250 } else { 5000 })).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 if let Err(e) = board.lock().unwrap().tick(&metrics) {
                     tracing::debug!("demo board: {e}");
                     return;
                 }
             }
         })
-    };
+    });
     let summary = pipeline.run().await;
-    ticker.abort();
+    if let Some(t) = ticker {
+        t.abort();
+    }
     let mut b = board.lock().unwrap();
     if !b.closed {
         b.tick(&metrics).ok();
@@ -278,29 +265,30 @@ impl TrendRow {
 
 /// TrendAlert rows of `b`, without their run (`since_ns` is the window itself).
 fn rows_of(b: &RecordBatch) -> Result<Vec<TrendRow>> {
-    let col = |n: &str, t: &DataType| -> Result<arrow::array::ArrayRef> {
-        let c = b
-            .column_by_name(n)
-            .with_context(|| format!("trend rows have no column '{n}'"))?;
-        Ok(cast(c, t)?)
-    };
+    let col = |n: &str, t: &DataType| crate::column_as(b, n, t);
     let ts = DataType::Timestamp(TimeUnit::Nanosecond, None);
     let end = col("window_end", &ts)?;
     let end = end.as_primitive::<TimestampNanosecondType>();
-    let [rank, authors] = ["rank", "authors"].map(|n| col(n, &DataType::Int64));
-    let (rank, authors) = (rank?, authors?);
+    let (rank, authors) = (
+        col("rank", &DataType::Int64)?,
+        col("authors", &DataType::Int64)?,
+    );
     let (rank, authors) = (
         rank.as_primitive::<Int64Type>(),
         authors.as_primitive::<Int64Type>(),
     );
-    let [score, growth] = ["score", "growth"].map(|n| col(n, &DataType::Float64));
-    let (score, growth) = (score?, growth?);
+    let (score, growth) = (
+        col("score", &DataType::Float64)?,
+        col("growth", &DataType::Float64)?,
+    );
     let (score, growth) = (
         score.as_primitive::<Float64Type>(),
         growth.as_primitive::<Float64Type>(),
     );
-    let [kw, lang] = ["keyword", "lang"].map(|n| col(n, &DataType::Utf8));
-    let (kw, lang) = (kw?, lang?);
+    let (kw, lang) = (
+        col("keyword", &DataType::Utf8)?,
+        col("lang", &DataType::Utf8)?,
+    );
     let (kw, lang) = (kw.as_string::<i32>(), lang.as_string::<i32>());
     Ok((0..b.num_rows())
         .filter(|&i| end.is_valid(i) && kw.is_valid(i))

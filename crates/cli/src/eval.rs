@@ -25,7 +25,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 use skystream_synthetic::{Burst, Generator, GeneratorConfig};
 
@@ -266,18 +265,15 @@ fn alerts_of(
 }
 
 fn alert_rows(b: &RecordBatch) -> Result<Vec<Alert>> {
-    let col = |n: &str| {
-        b.column_by_name(n)
-            .with_context(|| format!("the ranking has no column '{n}'"))
-    };
-    let kw = cast(col("keyword")?, &DataType::Utf8)?;
+    let col = |n: &str, t: &DataType| crate::column_as(b, n, t);
+    let kw = col("keyword", &DataType::Utf8)?;
     let kw = kw.as_string::<i32>();
-    let end = cast(
-        col("window_end")?,
+    let end = col(
+        "window_end",
         &DataType::Timestamp(TimeUnit::Nanosecond, None),
     )?;
     let end = end.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
-    let rank = cast(col("rank")?, &DataType::UInt64)?;
+    let rank = col("rank", &DataType::UInt64)?;
     let rank = rank.as_primitive::<arrow::datatypes::UInt64Type>();
     Ok((0..b.num_rows())
         .filter(|&i| kw.is_valid(i) && end.is_valid(i) && rank.value(i) <= 10)

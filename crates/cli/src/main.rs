@@ -155,13 +155,7 @@ fn real_main() -> Result<()> {
             checkpoint,
         } => {
             let sql = read_script(&file, &sets)?;
-            let name = match checkpoint.name.clone() {
-                Some(n) => n,
-                None => file
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "pipeline".into()),
-            };
+            let name = pipeline_name(checkpoint.name.clone(), &file);
             run_script(
                 &sql,
                 RunOptions {
@@ -237,6 +231,27 @@ fn read_script(file: &std::path::Path, sets: &[String]) -> Result<String> {
     let text = script_text(file)?;
     let vars = skystream_sql::params::parse_sets(sets).map_err(anyhow::Error::msg)?;
     skystream_sql::params::substitute(&text, &vars).map_err(anyhow::Error::msg)
+}
+
+/// A pipeline's name: the one given, else the script's file name without its extension.
+pub(crate) fn pipeline_name(given: Option<String>, file: &std::path::Path) -> String {
+    given.unwrap_or_else(|| {
+        file.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into())
+    })
+}
+
+/// Column `name` of `b` cast to `to` (the rows a shipped query writes, read back).
+pub(crate) fn column_as(
+    b: &arrow::array::RecordBatch,
+    name: &str,
+    to: &arrow::datatypes::DataType,
+) -> Result<arrow::array::ArrayRef> {
+    let c = b
+        .column_by_name(name)
+        .with_context(|| format!("the rows have no column '{name}'"))?;
+    Ok(arrow::compute::cast(c, to)?)
 }
 
 /// The text of the script at `file`, or of the shipped script of that name.
