@@ -133,13 +133,25 @@ pub fn load_posts(path: &Path, delay_ns: i64) -> RecordBatch {
 /// Runs a pipeline script to its end; returns the rows of memory table `output` and the
 /// pipeline's counters.
 pub async fn run_stream(sql: &str, output: &str) -> (Vec<RecordBatch>, MetricsSnapshot) {
+    run_stream_with(sql, output, 1).await
+}
+
+/// [`run_stream`] computing on `threads` threads.
+pub async fn run_stream_with(
+    sql: &str,
+    output: &str,
+    threads: usize,
+) -> (Vec<RecordBatch>, MetricsSnapshot) {
     let reg = skystream_registry::registry();
     let planned = match skystream_sql::plan_script(sql, &reg).await {
         Ok(p) => p,
         Err(e) => panic!("planning failed: {e}\n{sql}"),
     };
-    let summary = planned
-        .pipeline
+    let mut pipeline = planned.pipeline;
+    pipeline.config.threads = threads;
+    // Small batches from the source, so that several wait at once for the threads.
+    pipeline.config.channel_capacity = 64;
+    let summary = pipeline
         .run()
         .await
         .unwrap_or_else(|e| panic!("run failed: {e}"));

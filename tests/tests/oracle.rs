@@ -41,6 +41,13 @@ async fn check(
     let (s, m) = run_stream(&script(&path, stream_body), "out").await;
     let b = run_batch(&posts, batch_sql).await;
     assert_same(&s, &b);
+    // The same on three threads (stage 0 on several batches at once).
+    let (s3, m3) = run_stream_with(&script(&path, stream_body), "out", 3).await;
+    assert_same(&s3, &b);
+    assert_eq!(
+        m3.late_rows, m.late_rows,
+        "late rows differ on three threads"
+    );
     m
 }
 
@@ -576,6 +583,69 @@ async fn union_all_of_windowed_keyword_and_hashtag_counts() {
              UNION ALL
              SELECT we, 'hashtag', tag, count(*) FROM (SELECT we, unnest(hashtags) AS tag FROM p) GROUP BY we, tag"
         ),
+    )
+    .await;
+}
+
+/// Batch CTE `p`: each on-time post once per cumulating window of cumulate(1 min, 10 min) it
+/// falls in: windows start every 10 minutes and end 1, 2, ... 10 minutes later.
+const CUMULATE_1M_10M: &str = "WITH p AS (
+    SELECT posts.*, to_timestamp_nanos((CAST(event_time AS BIGINT) / 600000000000) * 600000000000) AS ws,
+                    to_timestamp_nanos((CAST(event_time AS BIGINT) / 600000000000) * 600000000000 + j * 60000000000) AS we
+    FROM posts CROSS JOIN (VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10)) AS js(j)
+    WHERE NOT late AND (CAST(event_time AS BIGINT) / 60000000000) % 10 < j)";
+
+/// cumulate(step, max): running counts, exact distinct authors (entering and leaving with the
+/// 10-minute cycle), and a merged aggregate (min), over shuffled input within the bound.
+#[tokio::test]
+async fn cumulate_counts_distinct_and_min_per_keyword() {
+    let cfg = GeneratorConfig {
+        out_of_order_ns: 4_000_000_000,
+        ..standard_config()
+    };
+    check(
+        "cumulate",
+        cfg,
+        "INSERT INTO out SELECT win['start'], win['end'], keyword, n, authors, first FROM (
+           SELECT keyword, count(*) AS n, count(DISTINCT did) AS authors, min(event_time) AS first,
+                  cumulate(INTERVAL '1' MINUTE, INTERVAL '10' MINUTE) AS win
+           FROM (SELECT did, unnest(keywords(text)) AS keyword, event_time FROM posts)
+           GROUP BY keyword, win)",
+        &format!("{CUMULATE_1M_10M} SELECT ws, we, keyword, count(*), count(DISTINCT did), min(event_time) FROM (SELECT ws, we, did, event_time, unnest(keywords(text)) AS keyword FROM p) GROUP BY ws, we, keyword"),
+    )
+    .await;
+}
+
+/// The trend query's shape, where the window operator does the work of the plan above it: a
+/// filtered recent window (HAVING evaluated in the window) inner-joined on every key with a
+/// wider window of the same slices (emitted only for the recent window's keys), and an
+/// integer sum running beside the counts.
+#[tokio::test]
+async fn having_and_join_pushed_into_shared_slices() {
+    check(
+        "pushdown",
+        standard_config(),
+        "CREATE VIEW kw AS SELECT did, coalesce(langs[1], 'und') AS lang, unnest(keywords(text)) AS keyword,
+                                  CAST(length(text) AS INT) AS len, event_time FROM posts;
+         CREATE VIEW r AS SELECT lang, keyword, count(*) AS n, count(DISTINCT did) AS a, sum(len) AS chars,
+             hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win FROM kw GROUP BY lang, keyword, win
+             HAVING count(*) >= 3 AND count(DISTINCT did) >= 2;
+         CREATE VIEW l AS SELECT lang, keyword, count(*) AS n, sum(len) AS chars,
+             hop(INTERVAL '1' MINUTE, INTERVAL '20' MINUTE) AS win FROM kw GROUP BY lang, keyword, win;
+         INSERT INTO out SELECT r.win['end'] AS we, r.lang, r.keyword, r.n, r.a, r.chars, l.n - r.n AS before, l.chars
+         FROM r JOIN l ON r.lang = l.lang AND r.keyword = l.keyword AND r.win['end'] = l.win['end']",
+        "WITH p AS (
+            SELECT posts.*, k, coalesce(langs[1], 'und') AS lang, CAST(length(text) AS INT) AS len,
+                   (CAST(event_time AS BIGINT) / 60000000000 - k) * 60000000000 AS ws
+            FROM posts CROSS JOIN (SELECT * FROM unnest(range(0, 20)) AS ks(k)) WHERE NOT late),
+         kw AS (SELECT ws, k, did, lang, len, unnest(keywords(text)) AS keyword FROM p),
+         r AS (SELECT to_timestamp_nanos(ws + 300000000000) AS we, lang, keyword, count(*) AS n,
+                      count(DISTINCT did) AS a, sum(len) AS chars
+               FROM kw WHERE k < 5 GROUP BY ws, lang, keyword HAVING count(*) >= 3 AND count(DISTINCT did) >= 2),
+         l AS (SELECT to_timestamp_nanos(ws + 1200000000000) AS we, lang, keyword, count(*) AS n, sum(len) AS chars
+               FROM kw GROUP BY ws, lang, keyword)
+         SELECT r.we, r.lang, r.keyword, r.n, r.a, r.chars, l.n - r.n, l.chars
+         FROM r JOIN l ON r.lang = l.lang AND r.keyword = l.keyword AND r.we = l.we",
     )
     .await;
 }

@@ -1,5 +1,7 @@
-//! `skystream bench`: posts/s through JSON parse -> keywords -> hop(1 min, 10 min) count per
-//! keyword -> top-20 per window, over synthetic posts held in memory, on one thread.
+//! `skystream bench`: posts/s through the engine for a few fixed queries (parse only,
+//! keywords, a windowed count, top-20, the hashtag hop count of `scripts/bench-duckdb.sh`, and
+//! the whole trend query), over synthetic posts held in memory or — with `--jsonl` — read
+//! from a Jetstream JSONL file by the `replay` connector, as a deployment reads one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +25,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Which pipeline: `top20` (the windowed keyword count and top-20), `count` (without the
-    /// top-20), `trends` (the full trend query of sql/trends.sql: four windows, joins, scoring),
+    /// top-20), `hashtags` (hop(1 min, 5 min) count and count(DISTINCT did) per hashtag),
+    /// `trends` (the full trend query of sql/trends.sql: four windows, joins, scoring),
     /// `keywords` (parse and tokenize only) or `parse` (decode only).
     #[arg(long, default_value = "top20")]
     query: String,
@@ -31,6 +34,15 @@ pub struct BenchArgs {
     /// (this machine's timing noise is large: use 3 or more for a figure worth quoting).
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Threads to compute on (decoding and the plans before the windows run on several
+    /// batches at once; results are those of one thread).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Read the posts from this Jetstream JSONL file (the `replay` connector at full speed)
+    /// instead of from memory; the file is written first when it does not exist. Peak RSS is
+    /// then the whole process's.
+    #[arg(long)]
+    jsonl: Option<std::path::PathBuf>,
 }
 
 /// The benchmarked statement: keywords -> hop(1 min, 10 min) count -> top-20 per window,
@@ -70,6 +82,16 @@ CREATE TABLE out WITH (connector = 'memory');
 INSERT INTO out SELECT keyword, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS win
 FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
 GROUP BY keyword, win;";
+
+/// The hop count `scripts/bench-duckdb.sh` runs in DuckDB too.
+const HASHTAGS_SQL: &str = "
+CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
+WITH (connector = 'bench_lines');
+CREATE TABLE out WITH (connector = 'memory');
+INSERT INTO out SELECT tag, count(*) AS n, count(DISTINCT did) AS authors,
+       hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+FROM (SELECT did, unnest(hashtags) AS tag, event_time FROM posts)
+GROUP BY tag, win;";
 
 const PARSE_SQL: &str = "
 CREATE TABLE posts WITH (connector = 'bench_lines');
@@ -128,6 +150,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "keywords" => KEYWORDS_SQL,
         "count" => COUNT_SQL,
         "tumble" => TUMBLE_SQL,
+        "hashtags" => HASHTAGS_SQL,
         "trends" => {
             opts.tables = crate::shipped::in_memory(
                 [("connector".to_string(), "bench_lines".to_string())].into(),
@@ -135,33 +158,75 @@ pub fn run(args: BenchArgs) -> Result<()> {
             );
             trends.as_str()
         }
-        other => bail!("unknown --query '{other}' (top20, count, trends, tumble, keywords, parse)"),
+        other => bail!(
+            "unknown --query '{other}' (top20, count, hashtags, trends, tumble, keywords, parse)"
+        ),
     };
-    eprintln!("generating {} synthetic posts...", args.posts);
-    let mut g = Generator::new(GeneratorConfig {
-        seed: args.seed,
-        rate: args.rate,
-        count: Some(args.posts),
-        ..Default::default()
-    })
-    .map_err(anyhow::Error::msg)?;
-    let mut lines = Vec::with_capacity(args.posts as usize);
-    let mut buf = Vec::new();
-    let mut bytes = 0usize;
-    while g.next_event(&mut buf).is_some() {
-        bytes += buf.len();
-        lines.push(buf.clone());
+    let generate = |sink: &mut dyn FnMut(&[u8]) -> Result<()>| -> Result<(u64, usize)> {
+        eprintln!("generating {} synthetic posts...", args.posts);
+        let mut g = Generator::new(GeneratorConfig {
+            seed: args.seed,
+            rate: args.rate,
+            count: Some(args.posts),
+            ..Default::default()
+        })
+        .map_err(anyhow::Error::msg)?;
+        let mut buf = Vec::new();
+        let (mut n, mut bytes) = (0u64, 0usize);
+        while g.next_event(&mut buf).is_some() {
+            bytes += buf.len();
+            n += 1;
+            sink(&buf)?;
+        }
+        Ok((n, bytes))
+    };
+    let mut lines = Vec::new();
+    let (n, bytes) = match &args.jsonl {
+        None => generate(&mut |l| {
+            lines.push(l.to_vec());
+            Ok(())
+        })?,
+        Some(path) => {
+            if !path.exists() {
+                let tmp = path.with_extension("partial");
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+                generate(&mut |l| {
+                    use std::io::Write;
+                    w.write_all(l)?;
+                    w.write_all(b"\n")?;
+                    Ok(())
+                })?;
+                std::io::Write::flush(&mut w)?;
+                drop(w);
+                std::fs::rename(&tmp, path)?;
+            }
+            let text = std::fs::read(path)?;
+            let n = text
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count() as u64;
+            (n, text.len())
+        }
+    };
+    if let Some(path) = &args.jsonl {
+        // The posts come from the file, as `skystream run` reads one.
+        let replay: std::collections::BTreeMap<String, String> = [
+            ("connector".to_string(), "replay".to_string()),
+            ("path".to_string(), path.display().to_string()),
+            ("batch_size".to_string(), "8192".to_string()),
+        ]
+        .into();
+        opts.tables.insert("posts".into(), replay);
     }
-    let n = lines.len() as u64;
     let lines = Arc::new(lines);
-    // Reset the peak-RSS counter so it measures the run (the input stays resident).
+    // Reset the peak-RSS counter so it measures the run (the input, if held, stays resident).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = status_kb("VmRSS:").unwrap_or(0);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let threads = crate::resolve_threads(args.threads);
+    let rt = crate::runtime_with(threads)?;
     let mut rates = Vec::new();
+    let mut times = Vec::new();
     for run in 1..=args.runs.max(1) {
         let mut reg = skystream_registry::registry();
         reg.register(Arc::new(BenchLines {
@@ -171,13 +236,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let planned = skystream_sql::plan_script_with(sql, &reg, &opts)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut pipeline = planned.pipeline;
+            pipeline.config.threads = threads;
             let started = Instant::now();
-            let s = planned.pipeline.run().await?;
+            let s = pipeline.run().await?;
             Ok::<_, anyhow::Error>((s, started.elapsed(), memory_rows(&reg)))
         })?;
         let secs = elapsed.as_secs_f64();
         let rate = n as f64 / secs;
         rates.push(rate);
+        times.push(secs);
         if run == 1 {
             println!("benchmark: {}", args.query);
             println!("posts:              {n}");
@@ -188,28 +256,76 @@ pub fn run(args: BenchArgs) -> Result<()> {
             );
             println!("windows emitted:    {}", s.metrics.windows_emitted);
             println!("result rows:        {rows} in {batches} batches");
+            if args.query == "hashtags" {
+                println!("result checksum:    {}", hashtag_checksum(&reg));
+            }
             println!("late rows:          {}", s.metrics.late_rows);
         }
-        println!("run {run}: {secs:.3} s (one thread), {rate:.0} posts/s");
+        let on = if threads == 1 {
+            "one thread".to_string()
+        } else {
+            format!("{threads} threads")
+        };
+        println!("run {run}: {secs:.3} s ({on}), {rate:.0} posts/s");
     }
     let peak = status_kb("VmHWM:").unwrap_or(0);
     rates.sort_by(f64::total_cmp);
+    times.sort_by(f64::total_cmp);
+    println!(
+        "median time:        {:.3} s of {} run(s)",
+        times[times.len() / 2],
+        times.len()
+    );
     println!(
         "throughput:         {:.0} posts/s (best of {}; median {:.0})",
         rates[rates.len() - 1],
         rates.len(),
         rates[rates.len() / 2]
     );
-    println!(
-        "peak RSS:           {:.1} MB (input held in memory: {:.1} MB before the run)",
-        peak as f64 / 1024.0,
-        rss_before as f64 / 1024.0
-    );
-    println!(
-        "peak RSS - input:   {:.1} MB",
-        peak.saturating_sub(rss_before) as f64 / 1024.0
-    );
+    if args.jsonl.is_some() {
+        println!(
+            "peak RSS:           {:.1} MB (whole process, input read from the file)",
+            peak as f64 / 1024.0
+        );
+    } else {
+        println!(
+            "peak RSS:           {:.1} MB (input held in memory: {:.1} MB before the run)",
+            peak as f64 / 1024.0,
+            rss_before as f64 / 1024.0
+        );
+        println!(
+            "peak RSS - input:   {:.1} MB",
+            peak.saturating_sub(rss_before) as f64 / 1024.0
+        );
+    }
     Ok(())
+}
+
+/// Rows of the hashtag hop count and the sums of its two counts (compared with DuckDB's).
+fn hashtag_checksum(reg: &ConnectorRegistry) -> String {
+    use arrow::array::AsArray;
+    let (mut rows, mut n, mut a) = (0usize, 0i64, 0i64);
+    for b in reg
+        .memory()
+        .batches("out")
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+    {
+        rows += b.num_rows();
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .map(|c| {
+                    c.as_primitive::<arrow::datatypes::Int64Type>()
+                        .values()
+                        .iter()
+                        .sum::<i64>()
+                })
+                .unwrap_or(0)
+        };
+        n += col("n");
+        a += col("authors");
+    }
+    format!("windows x tags {rows}, sum(count) {n}, sum(distinct) {a}")
 }
 
 fn memory_rows(reg: &ConnectorRegistry) -> (usize, usize) {

@@ -112,6 +112,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 name: "demo".into(),
                 checkpoint: None,
                 checkpoint_interval: 10.0,
+                threads: 1,
             },
         );
     }

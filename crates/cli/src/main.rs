@@ -63,6 +63,10 @@ enum Command {
         /// --with posts.speed=60.
         #[arg(long = "with", value_name = "TABLE.KEY=VALUE")]
         with: Vec<String>,
+        /// Threads to compute on (0: every core). Decoding and the plans before the windows
+        /// run on several batches at once; results are those of one thread.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         #[command(flatten)]
         checkpoint: CheckpointArgs,
     },
@@ -152,6 +156,7 @@ fn real_main() -> Result<()> {
             memory_limit_mb,
             max_event_ahead,
             with,
+            threads,
             checkpoint,
         } => {
             let sql = read_script(&file, &sets)?;
@@ -168,6 +173,7 @@ fn real_main() -> Result<()> {
                     name,
                     checkpoint: checkpoint.checkpoint,
                     checkpoint_interval: checkpoint.checkpoint_interval,
+                    threads,
                 },
             )
         }
@@ -271,6 +277,27 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// `--threads`: 0 is every core.
+pub(crate) fn resolve_threads(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+}
+
+/// A runtime for a pipeline on `threads` threads: with more than one, sources decode on
+/// runtime workers beside the pipeline's loop.
+pub(crate) fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        return runtime();
+    }
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads - 1)
+        .enable_all()
+        .build()?)
+}
+
 /// `--max-event-ahead`: a duration, or `off`.
 pub(crate) fn parse_event_ahead(v: &str) -> Result<Option<Duration>> {
     if v.eq_ignore_ascii_case("off") {
@@ -291,6 +318,7 @@ struct RunOptions {
     name: String,
     checkpoint: Option<String>,
     checkpoint_interval: f64,
+    threads: usize,
 }
 
 fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
@@ -304,11 +332,13 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
         name,
         checkpoint,
         checkpoint_interval,
+        threads,
     } = opts;
+    let threads = resolve_threads(threads);
     if checkpoint_interval.is_nan() || checkpoint_interval <= 0.0 {
         bail!("--checkpoint-interval must be positive");
     }
-    let rt = runtime()?;
+    let rt = runtime_with(threads)?;
     rt.block_on(async move {
         let reg = skystream_registry::registry();
         let opts = skystream_sql::PlanOptions {
@@ -327,6 +357,7 @@ fn run_script(sql: &str, opts: RunOptions) -> Result<()> {
         pipeline.config.idle_timeout = Duration::from_secs_f64(idle_timeout.max(0.0));
         pipeline.config.max_event_ahead = max_event_ahead;
         pipeline.config.name = name.clone();
+        pipeline.config.threads = threads;
         if let Some(loc) = &checkpoint {
             let root = format!("{}/{name}", loc.trim_end_matches('/'));
             let location = skystream_engine::objstore::StoreLocation::open(&root, &Default::default())?;

@@ -28,7 +28,8 @@ use crate::window::WindowCheckpoint;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"SKYCHK01";
-pub const FORMAT: u32 = 1;
+/// Format 2: window state as slices (the slice operator); format 1 held per-window panes.
+pub const FORMAT: u32 = 2;
 
 /// Where and how often a pipeline checkpoints.
 #[derive(Debug, Clone)]
@@ -114,6 +115,21 @@ impl Checkpoint {
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
+    }
+
+    /// The format a whole (checksummed) checkpoint declares, read before the rest of it.
+    pub fn format_of(data: &[u8]) -> Option<u32> {
+        if data.len() < MAGIC.len() + 12 || &data[..8] != MAGIC {
+            return None;
+        }
+        let (body, tail) = data.split_at(data.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(tail.try_into().ok()?) {
+            return None;
+        }
+        let mut r = Reader { data: body, at: 8 };
+        let mlen = r.u32().ok()? as usize;
+        let v: serde_json::Value = serde_json::from_slice(r.take(mlen).ok()?).ok()?;
+        v.get("format")?.as_u64().map(|f| f as u32)
     }
 
     pub fn decode(data: &[u8]) -> Result<Self> {
@@ -226,6 +242,19 @@ impl CheckpointStore {
             let Some(data) = self.location.read(&self.path(epoch)).await? else {
                 continue;
             };
+            // A whole checkpoint of another format is not damage to skip: restoring an older
+            // one (or none) would silently replay from elsewhere.
+            if let Some(f) = Checkpoint::format_of(&data)
+                && f != FORMAT
+            {
+                return Err(Error::plan(format!(
+                    "checkpoint {epoch} at {} is in format {f}, written by another skystream \
+                     version; this one reads format {FORMAT} (window state is kept as slices \
+                     since format 2). Start from a new checkpoint location, or resume with \
+                     the version that wrote it",
+                    self.location.url
+                )));
+            }
             match Checkpoint::decode(&data) {
                 Ok(c) if c.manifest.epoch == epoch => return Ok(Some(c)),
                 Ok(_) => tracing::warn!(epoch, "checkpoint names another epoch; skipped"),

@@ -77,9 +77,47 @@ impl Feed {
         Ok(())
     }
 
+    /// A feed like this one, with a queue of its own: for a copy of its plan run on another
+    /// thread.
+    pub fn fork(&self) -> Arc<Self> {
+        Arc::new(Self {
+            name: self.name.clone(),
+            schema: self.schema.clone(),
+            columns: self.columns.clone(),
+            input_map: Mutex::new(self.input_map.lock().unwrap().clone()),
+            queue: Mutex::new(VecDeque::new()),
+        })
+    }
+
     fn drain(&self) -> Vec<RecordBatch> {
         self.queue.lock().unwrap().drain(..).collect()
     }
+}
+
+/// A feed and its fork.
+pub type FeedFork = (Arc<Feed>, Arc<Feed>);
+
+/// A copy of `plan` whose feeds are forks ([`Feed::fork`]), and those feeds: the copy can run
+/// on another thread beside the original. Both compute the same rows from the same input.
+pub fn fork_plan(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> DFResult<(Arc<dyn ExecutionPlan>, Vec<FeedFork>)> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let mut feeds = Vec::new();
+    let plan = plan
+        .clone()
+        .transform_up(|node| {
+            let Some(f) = node.downcast_ref::<FeedExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let fork = f.feed().fork();
+            feeds.push((f.feed().clone(), fork.clone()));
+            Ok(Transformed::yes(
+                Arc::new(FeedExec::new(fork)) as Arc<dyn ExecutionPlan>
+            ))
+        })?
+        .data;
+    Ok((plan, feeds))
 }
 
 /// Execution plan leaf reading the batches queued in a [`Feed`].

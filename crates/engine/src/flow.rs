@@ -6,9 +6,10 @@
 //!
 //! * A **head** is a DataFusion plan over source feeds (projection, filter, UNNEST, functions),
 //!   run on each source batch it reads.
-//! * A **window** ([`WindowAggregate`]) aggregates one head's rows into event-time windows and
-//!   emits each window, complete, when the watermark passes its end. Several windows may read
-//!   the same head (their input is computed once).
+//! * A **window stage** ([`WindowAggregate`]) aggregates one head's rows into slices and emits
+//!   each of its windows, complete, when the watermark passes its end. Windows over the same
+//!   head, keys and slide are one stage (they share its slices); several stages may read the
+//!   same head (their input is computed once).
 //! * **after** is a DataFusion plan run once per window end over the rows every window emitted
 //!   for that end (one feed per window): HAVING, ranking, scoring, and joins of windowed
 //!   results. The windows of a flow slide alike, so their ends coincide.
@@ -45,8 +46,9 @@ pub struct WindowStage {
     /// The head whose rows it aggregates.
     pub head: usize,
     pub op: Box<WindowAggregate>,
-    /// The feed of the `after` plan its windows go into (`None`: the flow has no such plan).
-    pub output: Option<Arc<Feed>>,
+    /// Per window of the operator, the feed of the `after` plan it goes into (`None`: the
+    /// flow has no such plan).
+    pub outputs: Vec<Option<Arc<Feed>>>,
 }
 
 /// See the module documentation.
@@ -82,19 +84,23 @@ impl Flow {
         if windows.iter().any(|w| w.head >= heads.len()) {
             return bad("a window reads no head");
         }
-        match (&after, windows.len()) {
+        if windows.iter().any(|w| w.outputs.len() != w.op.outputs()) {
+            return bad("a window stage's outputs do not match its windows");
+        }
+        let n_windows: usize = windows.iter().map(|w| w.outputs.len()).sum();
+        match (&after, n_windows) {
             (_, 0) if heads.len() != 1 || after.is_some() => {
                 return bad("without windows a flow is one plan");
             }
             (None, n) if n > 1 => return bad("several windows need a plan after them"),
-            (Some(_), _) if windows.iter().any(|w| w.output.is_none()) => {
+            (Some(_), _) if windows.iter().flat_map(|w| &w.outputs).any(Option::is_none) => {
                 return bad("a window feeds nothing");
             }
             _ => {}
         }
         if let Some(first) = windows.first() {
-            let slide = first.op.spec().slide_ns;
-            if windows.iter().any(|w| w.op.spec().slide_ns != slide) {
+            let slide = first.op.slide_ns();
+            if windows.iter().any(|w| w.op.slide_ns() != slide) {
                 return Err(Error::plan(
                     "the windows of one query must slide by the same interval (their results are combined per window end)",
                 ));
@@ -169,29 +175,41 @@ impl Flow {
             .collect()
     }
 
-    /// Runs the heads reading source `source` on `batch`; their rows go into their windows.
-    /// Returns the rows for the sink (a flow without windows).
-    pub(crate) fn process(
+    /// A copy of the flow's heads that can run on another thread ([`run_heads`]).
+    pub(crate) fn fork_heads(&self) -> Result<Vec<Head>> {
+        self.heads
+            .iter()
+            .map(|h| {
+                let (plan, feeds) = crate::feed::fork_plan(&h.plan)?;
+                let inputs = h
+                    .inputs
+                    .iter()
+                    .map(|(s, f)| {
+                        let fork = feeds
+                            .iter()
+                            .find(|(orig, _)| Arc::ptr_eq(orig, f))
+                            .map(|(_, fork)| fork.clone())
+                            .ok_or_else(|| {
+                                Error::plan("internal: a head input is not in its plan")
+                            })?;
+                        Ok((*s, fork))
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(Head { inputs, plan })
+            })
+            .collect()
+    }
+
+    /// Takes the rows the heads computed from one batch of `in_rows` source rows
+    /// ([`run_heads`]): into the windows, or (a flow without windows) back for the sink.
+    pub(crate) fn apply(
         &mut self,
-        source: usize,
-        batch: &RecordBatch,
-        ctx: &Arc<TaskContext>,
+        in_rows: usize,
+        outs: Vec<(usize, Vec<RecordBatch>)>,
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
-        for h in 0..self.heads.len() {
-            let head = &self.heads[h];
-            let mut fed = false;
-            for (s, feed) in &head.inputs {
-                if *s == source {
-                    feed.push(batch)?;
-                    fed = true;
-                }
-            }
-            if !fed {
-                continue;
-            }
-            let data = run_plan(&head.plan, ctx)?;
-            self.counters[h].count(batch.num_rows(), rows(&data));
+        for (h, data) in outs {
+            self.counters[h].count(in_rows, rows(&data));
             if self.windows.is_empty() {
                 out.extend(data);
                 continue;
@@ -225,7 +243,7 @@ impl Flow {
         }
         // The windows of a flow slide alike: a step ends STEP_ENDS slides after the first end
         // any window still has to emit (gaps without any window are skipped).
-        let slide = self.windows.iter().map(|w| w.op.spec().slide_ns).min();
+        let slide = self.windows.iter().map(|w| w.op.slide_ns()).min();
         let next = self.windows.iter().filter_map(|w| w.op.next_end()).min();
         let wm = match (slide, next) {
             (Some(slide), Some(next)) if next < wm => {
@@ -234,19 +252,19 @@ impl Flow {
             _ => wm,
         };
         self.watermark = wm;
-        let mut by_end: BTreeMap<i64, Vec<(usize, RecordBatch)>> = BTreeMap::new();
+        let mut by_end: BTreeMap<i64, Vec<(usize, usize, RecordBatch)>> = BTreeMap::new();
         for i in 0..self.windows.len() {
             let emitted = self.windows[i].op.advance(wm)?;
             let pos = self.window_pos(i);
-            for (end, b) in emitted {
+            for (end, o, b) in emitted {
                 self.counters[pos].count(0, b.num_rows());
-                by_end.entry(end).or_default().push((i, b));
+                by_end.entry(end).or_default().push((i, o, b));
             }
         }
         let mut out = Vec::with_capacity(by_end.len());
         for (_, parts) in by_end {
             let Some(plan) = &self.after else {
-                out.extend(parts.into_iter().map(|(_, b)| b));
+                out.extend(parts.into_iter().map(|(_, _, b)| b));
                 continue;
             };
             // The plan after the windows sees the rows of exactly one window end (the planner
@@ -254,8 +272,8 @@ impl Flow {
             // sink in one batch (sinks that replace a window's rows as a whole, like Redis
             // rankings, rely on it).
             let mut n_in = 0;
-            for (i, b) in &parts {
-                if let Some(feed) = &self.windows[*i].output {
+            for (i, o, b) in &parts {
+                if let Some(feed) = &self.windows[*i].outputs[*o] {
                     feed.push(b)?;
                     n_in += b.num_rows();
                 }
@@ -324,6 +342,31 @@ impl Flow {
             ]
         })
     }
+}
+
+/// Runs the heads (of a flow, or a fork of them) that read source `source` on `batch`: what
+/// each computed, by head. Heads are stateless, so forks may run batches on other threads;
+/// [`Flow::apply`] then takes the results in input order.
+pub(crate) fn run_heads(
+    heads: &[Head],
+    source: usize,
+    batch: &RecordBatch,
+    ctx: &Arc<TaskContext>,
+) -> Result<Vec<(usize, Vec<RecordBatch>)>> {
+    let mut outs = Vec::new();
+    for (h, head) in heads.iter().enumerate() {
+        let mut fed = false;
+        for (s, feed) in &head.inputs {
+            if *s == source {
+                feed.push(batch)?;
+                fed = true;
+            }
+        }
+        if fed {
+            outs.push((h, run_plan(&head.plan, ctx)?));
+        }
+    }
+    Ok(outs)
 }
 
 fn rows(batches: &[RecordBatch]) -> usize {

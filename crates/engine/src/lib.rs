@@ -23,6 +23,7 @@ pub mod options;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+mod stage0;
 pub mod stop;
 pub mod time;
 pub mod watermark;

@@ -17,6 +17,7 @@ pub use crate::flow::{Flow, Head, WindowStage};
 use crate::metrics::{MetricsSnapshot, PipelineMetrics};
 use crate::sink::{Sink, SinkStart, SinkStatus};
 use crate::source::{Position, Source, SourceContext, SourceCounters, SourceEvent};
+use crate::stage0;
 pub use crate::stop::StopHandle;
 use crate::watermark::{WatermarkSpec, WatermarkTracker};
 use crate::{Error, Result};
@@ -50,6 +51,10 @@ pub struct PipelineConfig {
     /// How far ahead of the wall clock the event time of a live source (Jetstream, Kafka) may
     /// be; later events are skipped and counted (`None`: no bound).
     pub max_event_ahead: Option<Duration>,
+    /// Threads the pipeline computes on: with more than one, the plans before the windows
+    /// (decoding, functions, UNNEST) run on several batches at once, and the windows take
+    /// their rows in input order, so results are those of one thread.
+    pub threads: usize,
 }
 
 impl Default for PipelineConfig {
@@ -59,6 +64,7 @@ impl Default for PipelineConfig {
             idle_timeout: Duration::from_secs(5),
             channel_capacity: 16,
             max_event_ahead: Some(DEFAULT_MAX_EVENT_AHEAD),
+            threads: 1,
         }
     }
 }
@@ -290,7 +296,13 @@ impl Pipeline {
                 }
             }
         }
-        let (tx, mut rx) = mpsc::channel::<(usize, SourceEvent)>(config.channel_capacity.max(1));
+        let threads = config.threads.max(1);
+        // Copies of every flow's heads for the other threads.
+        let forks: Vec<Vec<Vec<Head>>> = (1..threads)
+            .map(|_| flows.iter().map(Flow::fork_heads).collect::<Result<_>>())
+            .collect::<Result<_>>()?;
+        let (tx, mut rx) =
+            mpsc::channel::<(usize, SourceEvent)>(config.channel_capacity.max(1).max(2 * threads));
         let (err_tx, mut err_rx) = mpsc::unbounded_channel::<(String, Error)>();
         let mut tasks = Vec::new();
         for (i, slot) in sources.into_iter().enumerate() {
@@ -358,16 +370,48 @@ impl Pipeline {
                         };
                         match event {
                             SourceEvent::Batch { batch, split, position } => {
-                                metrics.rows_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                                let batch = trackers[i].observe(batch, split)?;
-                                if batch.num_rows() > 0 {
-                                    for flow in flows.iter_mut().filter(|f| f.reads(i)) {
-                                        let out = flow.process(i, &batch, &task_ctx)?;
-                                        write_flow(flow, &mut sinks, out, &metrics, &stop).await?;
+                                // With several threads, the batches already waiting are taken
+                                // together and their heads run in parallel.
+                                let mut group = vec![(i, batch, split, position)];
+                                let mut after = None;
+                                while threads > 1 && group.len() < 2 * threads {
+                                    match rx.try_recv() {
+                                        Ok((j, SourceEvent::Batch { batch, split, position })) => {
+                                            group.push((j, batch, split, position));
+                                        }
+                                        Ok(other) => {
+                                            after = Some(other);
+                                            break;
+                                        }
+                                        Err(_) => break,
                                     }
                                 }
-                                if position.is_some() {
-                                    positions[i] = position;
+                                // Watermarks observe each batch in order: a row is judged late
+                                // as with one thread, so the windows receive the same rows.
+                                let mut observed = Vec::with_capacity(group.len());
+                                for (j, batch, split, position) in group {
+                                    metrics.rows_in.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                                    let batch = trackers[j].observe(batch, split)?;
+                                    observed.push((j, batch, position));
+                                }
+                                let heads = stage0::run(&flows, &forks, &observed, &task_ctx)?;
+                                for ((j, batch, position), outs) in observed.into_iter().zip(heads) {
+                                    for (f, outs) in outs {
+                                        let flow = &mut flows[f];
+                                        let out = flow.apply(batch.num_rows(), outs)?;
+                                        write_flow(flow, &mut sinks, out, &metrics, &stop).await?;
+                                    }
+                                    if position.is_some() {
+                                        positions[j] = position;
+                                    }
+                                }
+                                if let Some((j, event)) = after {
+                                    match event {
+                                        SourceEvent::Heartbeat { event_time_ns } => trackers[j].heartbeat(event_time_ns),
+                                        SourceEvent::Splits(ids) => trackers[j].announce(&ids),
+                                        SourceEvent::End => trackers[j].end(),
+                                        SourceEvent::Batch { .. } => unreachable!("batches join the group"),
+                                    }
                                 }
                             }
                             SourceEvent::Heartbeat { event_time_ns } => trackers[i].heartbeat(event_time_ns),

@@ -10,7 +10,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
 };
-use skystream_engine::window::{HOP, TUMBLE, window_type};
+use skystream_engine::window::{KINDS, KindDef, kind_def, window_type};
 
 use crate::text::{Stopwords, for_each_hashtag, for_each_keyword};
 
@@ -44,12 +44,12 @@ impl Dedup {
 
 /// Every function skystream registers.
 pub fn all() -> Vec<ScalarUDF> {
-    vec![
+    let mut f = vec![
         ScalarUDF::from(Keywords::new()),
         ScalarUDF::from(Hashtags::new()),
-        ScalarUDF::from(WindowFn::new(HOP)),
-        ScalarUDF::from(WindowFn::new(TUMBLE)),
-    ]
+    ];
+    f.extend(KINDS.iter().map(|k| ScalarUDF::from(WindowFn::new(k))));
+    f
 }
 
 fn string_types() -> Vec<DataType> {
@@ -206,31 +206,48 @@ impl ScalarUDFImpl for Hashtags {
     }
 }
 
-/// `hop(slide, width)` and `tumble(width)`: event-time windows, used in `GROUP BY`. Their value
-/// is a `STRUCT<start TIMESTAMP, end TIMESTAMP>`. The planner appends the event-time column as
-/// a hidden last argument; the column name stays the one the user wrote.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// The window functions ([`KINDS`]: `hop`, `tumble`, `cumulate`), used in `GROUP BY`. Their
+/// value is a `STRUCT<start TIMESTAMP, end TIMESTAMP>`. The planner appends the event-time
+/// column as a hidden last argument; the column name stays the one the user wrote.
+#[derive(Debug)]
 pub struct WindowFn {
-    name: &'static str,
+    kind: &'static KindDef,
     signature: Signature,
 }
 
+impl PartialEq for WindowFn {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind.name == other.kind.name
+    }
+}
+impl Eq for WindowFn {}
+impl std::hash::Hash for WindowFn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.name.hash(state);
+    }
+}
+
 impl WindowFn {
-    pub fn new(name: &'static str) -> Self {
+    pub fn new(kind: &'static KindDef) -> Self {
         Self {
-            name,
+            kind,
             signature: Signature::variadic_any(Volatility::Volatile),
         }
     }
 
+    /// The window function called `name`, if there is one.
+    pub fn named(name: &str) -> Option<Self> {
+        kind_def(name).map(Self::new)
+    }
+
     fn visible_args(&self) -> usize {
-        if self.name == HOP { 2 } else { 1 }
+        self.kind.args
     }
 }
 
 impl ScalarUDFImpl for WindowFn {
     fn name(&self) -> &str {
-        self.name
+        self.kind.name
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -238,27 +255,19 @@ impl ScalarUDFImpl for WindowFn {
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         let n = self.visible_args();
         if arg_types.len() != n && arg_types.len() != n + 1 {
-            let usage = if self.name == HOP {
-                "hop(slide, width)"
-            } else {
-                "tumble(width)"
-            };
             return plan_err!(
-                "{} takes {n} interval argument{}: {usage}",
-                self.name,
-                if n > 1 { "s" } else { "" }
+                "{} takes {n} interval argument{}: {}",
+                self.kind.name,
+                if n > 1 { "s" } else { "" },
+                self.kind.usage
             );
         }
         for t in &arg_types[..n] {
             if !matches!(t, DataType::Interval(_) | DataType::Duration(_)) {
-                let usage = if self.name == HOP {
-                    "hop(INTERVAL '1' MINUTE, INTERVAL '10' MINUTE)"
-                } else {
-                    "tumble(INTERVAL '1' MINUTE)"
-                };
                 return plan_err!(
-                    "{}: arguments must be intervals, e.g. {usage}; got {t}",
-                    self.name
+                    "{}: arguments must be intervals, e.g. {}; got {t}",
+                    self.kind.name,
+                    self.kind.example
                 );
             }
         }
@@ -270,12 +279,12 @@ impl ScalarUDFImpl for WindowFn {
             .take(self.visible_args())
             .map(|a| a.schema_name().to_string())
             .collect();
-        Ok(format!("{}({})", self.name, shown.join(",")))
+        Ok(format!("{}({})", self.kind.name, shown.join(",")))
     }
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         exec_err!(
             "{}() can only be used in the GROUP BY of a streaming query",
-            self.name
+            self.kind.name
         )
     }
 }

@@ -20,10 +20,13 @@
 //! streaming parts: connector tables, watermarks, windows, and the rules of what may run on an
 //! unbounded stream.
 
+mod cut;
+mod embed;
 pub mod error;
 pub mod limits;
 pub mod params;
 pub mod planner;
+mod pushdown;
 pub mod rewrite;
 pub mod script;
 pub mod table;

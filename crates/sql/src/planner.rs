@@ -21,7 +21,6 @@ use datafusion::execution::context::SessionContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan, Projection, cast};
 use datafusion::optimizer::Optimizer;
-use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -29,12 +28,11 @@ use datafusion::sql::sqlparser::ast::{
     CreateTableOptions, Expr as SqlExpr, ObjectName, SqlOption, Statement, TableObject, Value,
 };
 use skystream_engine::connector::{Connector, ConnectorRegistry, TableDef};
-use skystream_engine::feed::{Feed, FeedExec};
 use skystream_engine::options::Options;
 use skystream_engine::pipeline::{Flow, Head, Pipeline, SinkSlot, SourceSlot, WindowStage};
 use skystream_engine::watermark::WatermarkSpec;
-use skystream_engine::window::{self, WindowAggregate};
 
+use crate::cut::{Split, split_flow};
 use crate::error::SqlError;
 use crate::rewrite::add_event_time;
 use crate::script::{ScriptStatement, WatermarkDecl, parse_script};
@@ -129,24 +127,6 @@ struct FlowPlan {
     output_schema: SchemaRef,
     /// The whole plan as text: flows with the same key compute the same rows.
     key: String,
-}
-
-/// A plan reading the sources, with its source feeds.
-type HeadPlan = (Arc<dyn ExecutionPlan>, Vec<Arc<Feed>>);
-
-/// A flow's physical plan cut at its windowed aggregates (see `skystream_engine::flow`).
-struct Split {
-    /// Plans reading the sources, with their source feeds.
-    heads: Vec<HeadPlan>,
-    /// Each window, the head it reads and the feed of `after` it fills.
-    windows: Vec<(usize, WindowAggregate, Option<Arc<Feed>>)>,
-    after: Option<Arc<dyn ExecutionPlan>>,
-}
-
-impl Split {
-    fn feeds(&self) -> impl Iterator<Item = &Arc<Feed>> {
-        self.heads.iter().flat_map(|(_, f)| f)
-    }
 }
 
 fn ident_name(name: &ObjectName) -> String {
@@ -662,10 +642,10 @@ pub async fn plan_script_with(
             .collect();
         let windows = windows
             .into_iter()
-            .map(|(head, op, output)| WindowStage {
+            .map(|(head, op, outputs)| WindowStage {
                 head,
                 op: Box::new(op),
-                output,
+                outputs,
             })
             .collect();
         let name = f
@@ -733,247 +713,6 @@ fn conform_to_sink(plan: LogicalPlan, sink: &TableDef) -> Result<LogicalPlan, Sq
     ))
 }
 
-/// Cuts a physical plan at its windowed aggregates: the plans below them become heads (one
-/// per distinct plan: windows over the same rows share it), the rest runs after the windows.
-fn split_flow(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Result<Split> {
-    let (upper, cuts) = cut_windows(plan)?;
-    if cuts.is_empty() {
-        let mut feeds = Vec::new();
-        collect_feeds(&upper, &mut feeds);
-        return Ok(Split {
-            heads: vec![(upper, feeds)],
-            windows: Vec::new(),
-            after: None,
-        });
-    }
-    let single = cuts.len() == 1;
-    let mut heads: Vec<HeadPlan> = Vec::new();
-    let mut head_keys: Vec<String> = Vec::new();
-    let mut windows = Vec::new();
-    for (w, below, feed) in cuts {
-        if !cut_windows(below.clone())?.1.is_empty() {
-            return Err(skystream_engine::Error::plan(
-                "a window over the results of another window is not supported yet",
-            ));
-        }
-        let mut feeds = Vec::new();
-        collect_feeds(&below, &mut feeds);
-        let mut key = displayable(below.as_ref()).indent(true).to_string();
-        for f in &feeds {
-            key.push_str(&format!("\n{}{:?}", f.name, f.columns));
-        }
-        let head = match head_keys.iter().position(|k| *k == key) {
-            Some(i) => i,
-            None => {
-                heads.push((below, feeds));
-                head_keys.push(key);
-                heads.len() - 1
-            }
-        };
-        windows.push((head, w, feed));
-    }
-    // One window whose rows go to the sink as they are: nothing runs after it.
-    let is_leaf = single
-        && upper
-            .downcast_ref::<FeedExec>()
-            .is_some_and(|f| Arc::ptr_eq(f.feed(), &windows[0].2));
-    if is_leaf {
-        return Ok(Split {
-            heads,
-            windows: windows.into_iter().map(|(h, w, _)| (h, w, None)).collect(),
-            after: None,
-        });
-    }
-    let upper = if single {
-        scope_topk_to_window(upper, &mut windows[0].1)?
-    } else {
-        upper
-    };
-    Ok(Split {
-        heads,
-        windows: windows
-            .into_iter()
-            .map(|(h, w, f)| (h, w, Some(f)))
-            .collect(),
-        after: Some(upper),
-    })
-}
-
-type Cut = (WindowAggregate, Arc<dyn ExecutionPlan>, Arc<Feed>);
-
-/// Replaces every windowed aggregate of `plan` by a feed; returns the plan and, for each, the
-/// window operator, the plan below it and the feed.
-fn cut_windows(
-    plan: Arc<dyn ExecutionPlan>,
-) -> skystream_engine::Result<(Arc<dyn ExecutionPlan>, Vec<Cut>)> {
-    if let Some(agg) = plan.downcast_ref::<AggregateExec>()
-        && window::is_windowed(agg)
-    {
-        let w = WindowAggregate::try_new(agg)?;
-        let below = window::raw_input(agg).clone();
-        let columns = (0..agg.schema().fields().len()).collect();
-        let feed = Feed::new("window", agg.schema(), columns);
-        return Ok((
-            Arc::new(FeedExec::new(feed.clone())),
-            vec![(w, below, feed)],
-        ));
-    }
-    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
-    if children.is_empty() {
-        return Ok((plan, Vec::new()));
-    }
-    let mut found = Vec::new();
-    let mut new_children = Vec::new();
-    for c in children {
-        let (nc, f) = cut_windows(c)?;
-        found.extend(f);
-        new_children.push(nc);
-    }
-    if found.is_empty() {
-        return Ok((plan, found));
-    }
-    #[allow(deprecated)]
-    let plan = plan.with_new_children(new_children)?;
-    Ok((plan, found))
-}
-
-/// A stage after a window runs once per emitted window, so columns derived only from the window
-/// column hold one value per run. A per-partition top-K (`ROW_NUMBER() OVER (PARTITION BY win
-/// ORDER BY ...) <= K`, which DataFusion's `WindowTopN` turns into a `PartitionedTopKExec`) whose
-/// partition keys are such columns is a plain top-K: a `SortExec` with a fetch, which keeps a
-/// K-row heap and skips rows that cannot enter it.
-///
-/// When that top-K reads the window's rows unfiltered and sorts first by an aggregate column,
-/// the window operator is told so ([`WindowAggregate::limit_emission`]) and emits only the rows
-/// that can make the top K.
-fn scope_topk_to_window(
-    plan: Arc<dyn ExecutionPlan>,
-    window: &mut WindowAggregate,
-) -> skystream_engine::Result<Arc<dyn ExecutionPlan>> {
-    let window_column = window.window_column();
-    use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-    use datafusion::physical_expr::LexOrdering;
-    use datafusion::physical_plan::sorts::partitioned_topk::{PartitionedTopKExec, WindowFnKind};
-    use datafusion::physical_plan::sorts::sort::SortExec;
-    Ok(plan
-        .transform_up(|node| {
-            let Some(topk) = node.downcast_ref::<PartitionedTopKExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            if topk.fn_kind() != WindowFnKind::RowNumber {
-                return Ok(Transformed::no(node));
-            }
-            let constant = window_constant_columns(topk.input(), window_column);
-            let prefix = topk.partition_prefix_len();
-            let exprs: Vec<_> = topk.expr().iter().cloned().collect();
-            let partition_is_window = exprs[..prefix].iter().all(|e| {
-                datafusion::physical_expr::utils::collect_columns(&e.expr)
-                    .iter()
-                    .all(|c| constant.get(c.index()).copied().unwrap_or(false))
-            });
-            if !partition_is_window || exprs.len() == prefix {
-                return Ok(Transformed::no(node));
-            }
-            // The constant partition keys stay first in the sort key: the window function
-            // above reads its partitions from the ordering (and the dynamic filter of the heap
-            // compares them in one step).
-            let Some(order) = LexOrdering::new(exprs.clone()) else {
-                return Ok(Transformed::no(node));
-            };
-            let first = &exprs[prefix];
-            if let Some(c) = first
-                .expr
-                .downcast_ref::<datafusion::physical_expr::expressions::Column>()
-                && let Some(fed) = feed_column(topk.input(), c.index())
-            {
-                window.limit_emission(fed, first.options, topk.fetch());
-            }
-            let sort = SortExec::new(order, topk.input().clone()).with_fetch(Some(topk.fetch()));
-            Ok(Transformed::yes(Arc::new(sort) as Arc<dyn ExecutionPlan>))
-        })
-        .data()?)
-}
-
-/// The window feed's column that output column `column` of `plan` is, when every row of the
-/// feed reaches `plan` unchanged (only projections in between).
-fn feed_column(plan: &Arc<dyn ExecutionPlan>, column: usize) -> Option<usize> {
-    use datafusion::physical_expr::expressions::Column;
-    use datafusion::physical_plan::projection::ProjectionExec;
-    if plan.downcast_ref::<FeedExec>().is_some() {
-        return Some(column);
-    }
-    let p = plan.downcast_ref::<ProjectionExec>()?;
-    let c = p.expr().get(column)?.expr.downcast_ref::<Column>()?;
-    feed_column(p.input(), c.index())
-}
-
-/// Which output columns of a post-window plan derive only from the window column (`FeedExec`
-/// column `window_column`), through projections, filters, sorts and window functions.
-fn window_constant_columns(plan: &Arc<dyn ExecutionPlan>, window_column: usize) -> Vec<bool> {
-    use datafusion::physical_plan::filter::FilterExec;
-    use datafusion::physical_plan::projection::ProjectionExec;
-    use datafusion::physical_plan::sorts::partitioned_topk::PartitionedTopKExec;
-    use datafusion::physical_plan::sorts::sort::SortExec;
-    use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
-    let n = plan.schema().fields().len();
-    let passthrough = |input: &Arc<dyn ExecutionPlan>| {
-        let mut v = window_constant_columns(input, window_column);
-        v.resize(n, false);
-        v
-    };
-    if plan.downcast_ref::<FeedExec>().is_some() {
-        let mut v = vec![false; n];
-        if window_column < n {
-            v[window_column] = true;
-        }
-        return v;
-    }
-    if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
-        let input = window_constant_columns(p.input(), window_column);
-        return p
-            .expr()
-            .iter()
-            .map(|e| {
-                datafusion::physical_expr::utils::collect_columns(&e.expr)
-                    .iter()
-                    .all(|c| input.get(c.index()).copied().unwrap_or(false))
-            })
-            .collect();
-    }
-    if let Some(f) = plan.downcast_ref::<FilterExec>() {
-        let input = window_constant_columns(f.input(), window_column);
-        return match f.projection() {
-            None => input,
-            Some(p) => p
-                .iter()
-                .map(|&i| input.get(i).copied().unwrap_or(false))
-                .collect(),
-        };
-    }
-    if let Some(s) = plan.downcast_ref::<SortExec>() {
-        return passthrough(s.input());
-    }
-    if let Some(t) = plan.downcast_ref::<PartitionedTopKExec>() {
-        return passthrough(t.input());
-    }
-    if let Some(w) = plan.downcast_ref::<BoundedWindowAggExec>() {
-        return passthrough(w.input());
-    }
-    if let Some(w) = plan.downcast_ref::<WindowAggExec>() {
-        return passthrough(w.input());
-    }
-    vec![false; n]
-}
-
-fn collect_feeds(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<Feed>>) {
-    if let Some(f) = plan.downcast_ref::<FeedExec>() {
-        out.push(f.feed().clone());
-    }
-    for c in plan.children() {
-        collect_feeds(c, out);
-    }
-}
-
 /// What a flow computes, as text: its plans (in full) and windows, and what its feeds read.
 fn flow_key(split: &Split) -> String {
     let mut k = String::new();
@@ -984,11 +723,10 @@ fn flow_key(split: &Split) -> String {
         }
     }
     for (head, w, _) in &split.windows {
-        k.push_str(&format!(
-            "window of {head}: {} {:?}\n",
-            w.describe(),
-            w.schema()
-        ));
+        k.push_str(&format!("window of {head}: {}\n", w.describe()));
+        for o in 0..w.outputs() {
+            k.push_str(&format!("{:?}\n", w.schema(o)));
+        }
     }
     if let Some(p) = &split.after {
         k.push_str(&displayable(p.as_ref()).indent(true).to_string());
@@ -1009,23 +747,23 @@ fn describe_flow(target: &str, split: &Split) -> String {
     }
     let first_window = split.heads.len();
     for (j, (head, w, _)) in split.windows.iter().enumerate() {
-        let spec = w.spec();
-        let kind = if spec.slide_ns == spec.width_ns {
-            format!("tumble({}s)", spec.width_ns as f64 / 1e9)
-        } else {
-            format!(
-                "hop(slide {}s, width {}s)",
-                spec.slide_ns as f64 / 1e9,
-                spec.width_ns as f64 / 1e9
-            )
-        };
+        let kinds: Vec<String> = (0..w.outputs()).map(|o| w.kind(o).describe()).collect();
         s.push_str(&format!(
-            "  {}: window aggregate {kind} over panes, of the rows of {head}\n",
-            first_window + j
+            "  {}: window aggregate {} over slices of {}s, of the rows of {head}\n",
+            first_window + j,
+            kinds.join(" + "),
+            w.slide_ns() as f64 / 1e9
         ));
+        for o in 0..w.outputs() {
+            s.push_str(&format!(
+                "    {}: {}\n",
+                w.kind(o).describe(),
+                w.describe_aggregates(o)
+            ));
+        }
     }
     if let Some(plan) = &split.after {
-        let n = split.windows.len();
+        let n: usize = split.windows.iter().map(|(_, w, _)| w.outputs()).sum();
         let what = if n == 1 {
             "per emitted window".to_string()
         } else {
@@ -1033,7 +771,7 @@ fn describe_flow(target: &str, split: &Split) -> String {
         };
         s.push_str(&format!(
             "  {}: DataFusion plan, run {what}\n",
-            first_window + n
+            first_window + split.windows.len()
         ));
         plan_lines(&mut s, plan);
     }

@@ -1,6 +1,6 @@
 //! Carries event time through a logical plan: each stream table scan gains a hidden
 //! `_timestamp` column (its WATERMARK column), projections pass it along, and every
-//! `hop`/`tumble` in a `GROUP BY` receives it as its last argument. The optimizer therefore
+//! window function (`hop`, `tumble`, `cumulate`) in a `GROUP BY` receives it as its last argument. The optimizer therefore
 //! keeps the column exactly where a window needs it and prunes it elsewhere.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, plan_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection};
-use skystream_engine::window::{HOP, TUMBLE};
+use skystream_engine::window::is_window_fn;
 
 use crate::table::stream_table;
 
@@ -17,7 +17,7 @@ use crate::table::stream_table;
 pub const EVENT_TIME_COLUMN: &str = "_timestamp";
 
 pub fn is_window_call(e: &Expr) -> bool {
-    matches!(e, Expr::ScalarFunction(f) if f.func.name() == HOP || f.func.name() == TUMBLE)
+    matches!(e, Expr::ScalarFunction(f) if is_window_fn(f.func.name()))
 }
 
 pub fn contains_window_call(e: &Expr) -> bool {

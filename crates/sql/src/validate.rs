@@ -85,7 +85,7 @@ fn walk(plan: &LogicalPlan, st: &ScriptStatement) -> Result<Kind, SqlError> {
         }
         LogicalPlan::Filter(f) => {
             if contains_window_call(&f.predicate) {
-                return Err(err(st, "hop()/tumble() may only be used in GROUP BY".into(), st.find_keywords(&["WHERE"], false)));
+                return Err(err(st, format!("window functions ({}) may only be used in GROUP BY", skystream_engine::window::kind_names()), st.find_keywords(&["WHERE"], false)));
             }
             walk(&f.input, st)
         }
@@ -99,7 +99,7 @@ fn walk(plan: &LogicalPlan, st: &ScriptStatement) -> Result<Kind, SqlError> {
                 return Err(err(st, format!("{name}() must be a GROUP BY item of its own, not part of an expression"), st.find_call(&name)));
             }
             if windows.len() > 1 {
-                return Err(err(st, "a GROUP BY may hold only one window (hop or tumble)".into(), st.find_keywords(&["GROUP", "BY"], false)));
+                return Err(err(st, format!("a GROUP BY may hold only one window ({})", skystream_engine::window::kind_names()), st.find_keywords(&["GROUP", "BY"], false)));
             }
             let first_agg = a.aggr_expr.first().map(agg_name);
             let agg_pos = first_agg.as_deref().and_then(|n| st.find_call(n));

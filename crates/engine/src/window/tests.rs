@@ -1,0 +1,335 @@
+//! The slice operator against a brute-force evaluation of each window over the same rows:
+//! every kind, invertible, distinct and merged aggregates, disorder within the watermark,
+//! fused windows, and a snapshot → restore in the middle of the stream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampNanosecondType};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use super::*;
+
+const S: i64 = 1_000_000_000;
+const M: i64 = 60 * S;
+
+/// Enough of a window function to plan with.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TestWindowFn(&'static str, Signature);
+
+impl ScalarUDFImpl for TestWindowFn {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn signature(&self) -> &Signature {
+        &self.1
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(window_type())
+    }
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        datafusion::common::exec_err!("not evaluated")
+    }
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, false),
+        Field::new("v", DataType::Utf8, true),
+        Field::new("x", DataType::Int64, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+    ]))
+}
+
+/// The operator of `SELECT k, <aggs>, <window> AS w FROM t GROUP BY k, w`.
+async fn operator(window: &str) -> WindowAggregate {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    for k in KINDS {
+        ctx.register_udf(ScalarUDF::from(TestWindowFn(
+            k.name,
+            Signature::variadic_any(Volatility::Volatile),
+        )));
+    }
+    let t = MemTable::try_new(schema(), vec![vec![]]).unwrap();
+    ctx.register_table("t", Arc::new(t)).unwrap();
+    let sql = format!(
+        "SELECT k, count(*) AS n, count(x) AS nx, count(DISTINCT v) AS d, sum(x) AS s, min(x) AS lo, \
+         {window} AS w FROM t GROUP BY k, w"
+    );
+    let plan = ctx
+        .sql(&sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    fn find(p: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
+        p.downcast_ref::<AggregateExec>()
+            .or_else(|| p.children().into_iter().find_map(find))
+    }
+    WindowAggregate::try_new(find(&plan).expect("an aggregate")).unwrap()
+}
+
+#[derive(Clone)]
+struct Row {
+    k: String,
+    v: Option<String>,
+    x: Option<i64>,
+    ts: i64,
+}
+
+/// 40 minutes of rows, disordered by up to 8 s, a few NULLs.
+fn rows(seed: u64) -> Vec<Row> {
+    let mut s = seed;
+    let mut next = move |m: u64| {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) % m
+    };
+    let mut out = Vec::new();
+    let mut t = 0i64;
+    while t < 40 * M {
+        t += (next(3000) as i64 + 1) * 1_000_000;
+        out.push(Row {
+            k: format!("k{}", next(6)),
+            v: (next(9) != 0).then(|| format!("v{}", next(8))),
+            x: (next(7) != 0).then(|| next(100) as i64 - 20),
+            ts: (t - next(8000) as i64 * 1_000_000).max(0),
+        });
+    }
+    out
+}
+
+fn batch(rows: &[Row]) -> RecordBatch {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.k.clone()),
+            )),
+            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.v.clone()))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.x))),
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                rows.iter().map(|r| r.ts),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+/// (end, key) -> (n, nx, distinct, sum, min), as the operator emitted (its columns: the group
+/// columns `k`, `w`, then the aggregates).
+type Results = BTreeMap<(i64, String), (i64, i64, i64, Option<i64>, Option<i64>)>;
+
+fn collect(out: Vec<(i64, usize, RecordBatch)>, want: usize, into: &mut Results) {
+    for (end, o, b) in out {
+        if o != want {
+            continue;
+        }
+        let k = b.column(0).as_string::<i32>();
+        let w = b.column(1).as_struct();
+        let e = w.column(1).as_primitive::<TimestampNanosecondType>();
+        let int = |c: usize, i: usize| {
+            let a = b.column(c).as_primitive::<Int64Type>();
+            a.is_valid(i).then(|| a.value(i))
+        };
+        for i in 0..b.num_rows() {
+            assert_eq!(e.value(i), end);
+            let prev = into.insert(
+                (end, k.value(i).to_string()),
+                (
+                    int(2, i).unwrap(),
+                    int(3, i).unwrap(),
+                    int(4, i).unwrap(),
+                    int(5, i),
+                    int(6, i),
+                ),
+            );
+            assert!(
+                prev.is_none(),
+                "window {end} emitted key {} twice",
+                k.value(i)
+            );
+        }
+    }
+}
+
+/// Each window of `kind` over the on-time rows, computed directly.
+fn brute_force(kind: WindowKind, rows: &[Row]) -> Results {
+    let slide = kind.slide_ns();
+    let mut out = Results::new();
+    let last = rows.iter().map(|r| r.ts).max().unwrap() / slide;
+    for e in 0..=last + kind.span() + 1 {
+        let (lo, hi) = (kind.first_slice(e) * slide, e * slide);
+        let mut by_key: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.ts >= lo && r.ts < hi) {
+            by_key.entry(&r.k).or_default().push(r);
+        }
+        for (k, rs) in by_key {
+            let xs: Vec<i64> = rs.iter().filter_map(|r| r.x).collect();
+            let vs: std::collections::BTreeSet<&String> =
+                rs.iter().filter_map(|r| r.v.as_ref()).collect();
+            out.insert(
+                (hi, k.to_string()),
+                (
+                    rs.len() as i64,
+                    xs.len() as i64,
+                    vs.len() as i64,
+                    (!xs.is_empty()).then(|| xs.iter().sum()),
+                    xs.iter().min().copied(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Feeds `rows` in batches with the watermark 10 s behind, snapshotting into a fresh operator
+/// (built by `make`) after batch `restore_at`, if given. Returns each output's results.
+async fn run(windows: &[&str], rows: &[Row], restore_at: Option<usize>) -> Vec<Results> {
+    let make = || async {
+        let mut op = operator(windows[0]).await;
+        for w in &windows[1..] {
+            op.fuse(operator(w).await).unwrap();
+        }
+        op
+    };
+    let mut op = make().await;
+    let mut results = vec![Results::new(); windows.len()];
+    let mut max_ts = i64::MIN;
+    for (i, chunk) in rows.chunks(97).enumerate() {
+        op.process(&batch(chunk)).unwrap();
+        max_ts = max_ts.max(chunk.iter().map(|r| r.ts).max().unwrap());
+        let out = op.advance(max_ts - 10 * S).unwrap();
+        for (o, r) in results.iter_mut().enumerate() {
+            collect(out.clone(), o, r);
+        }
+        if restore_at == Some(i) {
+            let (cp, blobs) = op.snapshot().unwrap();
+            // Through JSON, as a checkpoint stores it.
+            let cp: WindowCheckpoint =
+                serde_json::from_str(&serde_json::to_string(&cp).unwrap()).unwrap();
+            let mut fresh = make().await;
+            fresh.restore(&cp, &blobs).unwrap();
+            op = fresh;
+        }
+    }
+    let out = op.advance(i64::MAX).unwrap();
+    for (o, r) in results.iter_mut().enumerate() {
+        collect(out.clone(), o, r);
+    }
+    assert_eq!(op.stats().late_rows, 0);
+    results
+}
+
+fn kind_of(sql: &str) -> WindowKind {
+    let n: Vec<i64> = sql
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(|x| x.parse::<i64>().unwrap() * M)
+        .collect();
+    match sql.split('(').next().unwrap() {
+        "hop" => WindowKind::hop(n[0], n[1]).unwrap(),
+        "tumble" => WindowKind::tumble(n[0]).unwrap(),
+        "cumulate" => WindowKind::cumulate(n[0], n[1]).unwrap(),
+        other => panic!("{other}"),
+    }
+}
+
+async fn check(windows: &[&str], restore_at: Option<usize>) {
+    let rows = rows(7);
+    let got = run(windows, &rows, restore_at).await;
+    for (w, g) in windows.iter().zip(got) {
+        let want = brute_force(kind_of(w), &rows);
+        assert_eq!(g.len(), want.len(), "{w}: number of (window, key) rows");
+        for (k, v) in &want {
+            assert_eq!(g.get(k), Some(v), "{w}: window ending {} key {}", k.0, k.1);
+        }
+    }
+}
+
+const HOP5: &str = "hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE, ts)";
+const HOP20: &str = "hop(INTERVAL '1' MINUTE, INTERVAL '20' MINUTE, ts)";
+const TUMBLE: &str = "tumble(INTERVAL '1' MINUTE, ts)";
+const CUMULATE: &str = "cumulate(INTERVAL '1' MINUTE, INTERVAL '7' MINUTE, ts)";
+
+#[tokio::test]
+async fn each_kind_equals_brute_force() {
+    for w in [HOP5, HOP20, TUMBLE, CUMULATE] {
+        check(&[w], None).await;
+    }
+}
+
+#[tokio::test]
+async fn fused_windows_share_slices() {
+    let mut op = operator(HOP5).await;
+    let other = operator(HOP20).await;
+    assert_eq!(op.slice_signature(), other.slice_signature());
+    assert_eq!(op.fuse(other).unwrap(), vec![1]);
+    // The five aggregates are shared, not repeated.
+    assert_eq!(op.aggs.len(), 5);
+    check(&[HOP5, HOP20, CUMULATE], None).await;
+}
+
+#[tokio::test]
+async fn snapshot_restore_midway_changes_nothing() {
+    for at in [3, 40, 200] {
+        check(&[HOP5, HOP20, CUMULATE], Some(at)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_of_another_query_is_refused() {
+    let mut a = operator(HOP5).await;
+    a.process(&batch(&rows(1)[..50])).unwrap();
+    let (cp, blobs) = a.snapshot().unwrap();
+    let mut b = operator(HOP20).await;
+    let e = b.restore(&cp, &blobs).unwrap_err().to_string();
+    assert!(e.contains("does not match"), "{e}");
+    let mut cp = serde_json::to_value(&cp).unwrap();
+    cp["layout"] = serde_json::json!(1);
+    let cp: WindowCheckpoint = serde_json::from_value(cp).unwrap();
+    let e = operator(HOP5)
+        .await
+        .restore(&cp, &blobs)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layout 1"), "{e}");
+}
+
+/// Slices the windows no longer need are dropped, and the keys and pairs of dropped slices
+/// reclaimed: state follows the widest window, not the stream.
+#[tokio::test]
+async fn state_is_bounded_by_the_widest_window() {
+    let mut op = operator(HOP5).await;
+    let mut max_ts = 0;
+    let mut peak_keys = 0;
+    for minute in 0..120i64 {
+        let rows: Vec<Row> = (0..300)
+            .map(|i| Row {
+                k: format!("m{minute}-{}", i % 100),
+                v: Some(format!("{i}")),
+                x: Some(i),
+                ts: minute * M + i * 100_000_000,
+            })
+            .collect();
+        max_ts = max_ts.max(rows.last().unwrap().ts);
+        op.process(&batch(&rows)).unwrap();
+        op.advance(max_ts - S).unwrap();
+        assert!(op.slices.len() <= 6, "{} slices held", op.slices.len());
+        peak_keys = peak_keys.max(op.dict.len());
+    }
+    assert!(peak_keys < 100 * 6 + 4096 * 2, "{peak_keys} keys held");
+    assert!(op.pairs[0].len() < 300 * 6 * 2 + 4096 * 2);
+}
