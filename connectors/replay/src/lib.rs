@@ -12,7 +12,6 @@
 //! timestamp column to pace on; default: the first timestamp column), `batch_size`
 //! (default 4096). Its position is the number of lines consumed.
 
-use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -277,7 +276,7 @@ impl Source for LinesSource {
                 self.batch_size
             };
             enum Lines {
-                File(std::io::Split<std::io::BufReader<std::fs::File>>),
+                File(ChunkLines),
                 Memory(Arc<Vec<Vec<u8>>>, usize),
             }
             let mut lines = match &self.reader {
@@ -285,11 +284,10 @@ impl Source for LinesSource {
                     let f = std::fs::File::open(path).map_err(|e| {
                         Error::connector(&self.name, format!("cannot open '{path}': {e}"))
                     })?;
-                    Lines::File(std::io::BufReader::with_capacity(1 << 20, f).split(b'\n'))
+                    Lines::File(ChunkLines::new(f))
                 }
                 LineReader::Memory(v) => Lines::Memory(v.clone(), 0),
             };
-            let mut owned: Vec<u8>;
             let mut yielder = Yielder::default();
             loop {
                 if yielder.tick(&ctx).await.is_err() {
@@ -297,12 +295,10 @@ impl Source for LinesSource {
                 }
                 let shared;
                 let next: Option<&[u8]> = match &mut lines {
-                    Lines::File(it) => match it.next() {
-                        Some(l) => {
-                            owned = l.map_err(|e| Error::connector(&self.name, e))?;
-                            Some(&owned)
-                        }
-                        None => None,
+                    Lines::File(it) => match it.next_line() {
+                        Ok(Some((a, b))) => Some(&it.buf[a..b]),
+                        Ok(None) => None,
+                        Err(e) => return Err(Error::connector(&self.name, e)),
                     },
                     Lines::Memory(v, i) => {
                         shared = v.clone();
@@ -345,6 +341,62 @@ impl Source for LinesSource {
             }
         }
         .boxed()
+    }
+}
+
+/// Lines of a file read in large chunks: each line is a slice of the chunk (no copy, no
+/// allocation per line); a line crossing a chunk's end is moved to the front first.
+struct ChunkLines {
+    f: std::fs::File,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl ChunkLines {
+    fn new(f: std::fs::File) -> Self {
+        Self {
+            f,
+            buf: vec![0; 4 << 20],
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// The next line (without its `\n`) as a range of `buf`.
+    fn next_line(&mut self) -> std::io::Result<Option<(usize, usize)>> {
+        use std::io::Read;
+        loop {
+            if let Some(k) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                let line = (self.start, self.start + k);
+                self.start += k + 1;
+                return Ok(Some(line));
+            }
+            if self.eof {
+                if self.start < self.end {
+                    let line = (self.start, self.end);
+                    self.start = self.end;
+                    return Ok(Some(line));
+                }
+                return Ok(None);
+            }
+            // Keep the partial line, make room, read on.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                // One line longer than the buffer (it is then skipped as too large).
+                let len = self.buf.len();
+                self.buf.resize(len * 2, 0);
+            }
+            let n = self.f.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
     }
 }
 

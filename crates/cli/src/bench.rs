@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// then the whole process's.
     #[arg(long)]
     jsonl: Option<std::path::PathBuf>,
+    /// Width of the `hashtags` query's hop window in minutes (it slides by 1 minute): the
+    /// cost of a slide should not grow with it (compare 5 and 1440).
+    #[arg(long, default_value_t = 5)]
+    width: u32,
 }
 
 /// The benchmarked statement: keywords -> hop(1 min, 10 min) count -> top-20 per window,
@@ -83,13 +87,13 @@ INSERT INTO out SELECT keyword, count(*) AS n, tumble(INTERVAL '1' MINUTE) AS wi
 FROM (SELECT unnest(keywords(text)) AS keyword, event_time FROM posts)
 GROUP BY keyword, win;";
 
-/// The hop count `scripts/bench-duckdb.sh` runs in DuckDB too.
+/// The hop count `scripts/bench-duckdb.sh` runs in DuckDB too (`{width}` minutes wide).
 const HASHTAGS_SQL: &str = "
 CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
 WITH (connector = 'bench_lines');
 CREATE TABLE out WITH (connector = 'memory');
 INSERT INTO out SELECT tag, count(*) AS n, count(DISTINCT did) AS authors,
-       hop(INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) AS win
+       hop(INTERVAL '1' MINUTE, INTERVAL '{width}' MINUTE) AS win
 FROM (SELECT did, unnest(hashtags) AS tag, event_time FROM posts)
 GROUP BY tag, win;";
 
@@ -144,13 +148,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let trends = skystream_sql::params::substitute(crate::shipped::TRENDS, &Default::default())
         .map_err(anyhow::Error::msg)?;
     let mut opts = skystream_sql::PlanOptions::default();
+    let hashtags = HASHTAGS_SQL.replace("{width}", &args.width.max(1).to_string());
     let sql = match args.query.as_str() {
         "top20" => top20.as_str(),
         "parse" => PARSE_SQL,
         "keywords" => KEYWORDS_SQL,
         "count" => COUNT_SQL,
         "tumble" => TUMBLE_SQL,
-        "hashtags" => HASHTAGS_SQL,
+        "hashtags" => hashtags.as_str(),
         "trends" => {
             opts.tables = crate::shipped::in_memory(
                 [("connector".to_string(), "bench_lines".to_string())].into(),
@@ -255,6 +260,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 bytes as f64 / n as f64
             );
             println!("windows emitted:    {}", s.metrics.windows_emitted);
+            if s.metrics.windows_emitted > 0 {
+                println!(
+                    "per window end:     {:.1} µs (whole run / windows)",
+                    secs * 1e6 / s.metrics.windows_emitted as f64
+                );
+            }
             println!("result rows:        {rows} in {batches} batches");
             if args.query == "hashtags" {
                 println!("result checksum:    {}", hashtag_checksum(&reg));

@@ -145,35 +145,41 @@ type Cut = (WindowAggregate, Arc<dyn ExecutionPlan>, Arc<Feed>);
 fn cut_windows(
     plan: Arc<dyn ExecutionPlan>,
 ) -> skystream_engine::Result<(Arc<dyn ExecutionPlan>, Vec<Cut>)> {
-    if let Some(agg) = plan.downcast_ref::<AggregateExec>()
-        && window::is_windowed(agg)
-    {
-        let w = WindowAggregate::try_new(agg)?;
-        let below = window::raw_input(agg).clone();
-        let columns = (0..agg.schema().fields().len()).collect();
-        let feed = Feed::new("window", agg.schema(), columns);
-        return Ok((
-            Arc::new(FeedExec::new(feed.clone())),
-            vec![(w, below, feed)],
-        ));
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    let mut cuts = Vec::new();
+    // The operator's own error (its message is the user's), kept aside from DataFusion's.
+    let mut failed = None;
+    let plan = plan
+        .transform_down(|node| {
+            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if !window::is_windowed(agg) {
+                return Ok(Transformed::no(node));
+            }
+            let w = match WindowAggregate::try_new(agg) {
+                Ok(w) => w,
+                Err(e) => {
+                    failed = Some(e);
+                    return Ok(Transformed::new(node, false, TreeNodeRecursion::Stop));
+                }
+            };
+            let below = window::raw_input(agg).clone();
+            let columns = (0..agg.schema().fields().len()).collect();
+            let feed = Feed::new("window", agg.schema(), columns);
+            cuts.push((w, below, feed.clone()));
+            // What is below the window is its head, not part of this plan.
+            Ok(Transformed::new(
+                Arc::new(FeedExec::new(feed)) as Arc<dyn ExecutionPlan>,
+                true,
+                TreeNodeRecursion::Jump,
+            ))
+        })?
+        .data;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((plan, cuts)),
     }
-    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
-    if children.is_empty() {
-        return Ok((plan, Vec::new()));
-    }
-    let mut found = Vec::new();
-    let mut new_children = Vec::new();
-    for c in children {
-        let (nc, f) = cut_windows(c)?;
-        found.extend(f);
-        new_children.push(nc);
-    }
-    if found.is_empty() {
-        return Ok((plan, found));
-    }
-    #[allow(deprecated)]
-    let plan = plan.with_new_children(new_children)?;
-    Ok((plan, found))
 }
 
 /// A stage after a window runs once per emitted window, so columns derived only from the window
@@ -308,10 +314,11 @@ pub(crate) fn window_constant_columns(
 }
 
 pub(crate) fn collect_feeds(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<Feed>>) {
-    if let Some(f) = plan.downcast_ref::<FeedExec>() {
-        out.push(f.feed().clone());
-    }
-    for c in plan.children() {
-        collect_feeds(c, out);
-    }
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let _ = plan.apply(|node| {
+        if let Some(f) = node.downcast_ref::<FeedExec>() {
+            out.push(f.feed().clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
 }

@@ -1,15 +1,18 @@
-//! From a pipeline script to a runnable [`Pipeline`].
+//! From a pipeline script to a runnable [`Pipeline`], in named steps:
 //!
-//! 1. The script is split into statements ([`crate::script`]).
-//! 2. `CREATE TABLE` resolves its connector; a table that is read becomes a [`StreamTable`] in
-//!    a DataFusion session, a table that is inserted into becomes a sink.
-//! 3. `CREATE VIEW` is planned by DataFusion (views are inlined where used).
-//! 4. Each `INSERT INTO` (or bare `SELECT`, which prints to stdout) is planned by DataFusion
-//!    into a logical plan, checked against the streaming rules ([`crate::validate`]), given
-//!    event time ([`crate::rewrite`]), optimised and turned into a physical plan.
-//! 5. The physical plan is cut at its windowed aggregate: the part below runs per source batch,
-//!    the aggregate becomes a [`WindowAggregate`] over panes, the part above runs per emitted
-//!    window.
+//! 1. [`declare_tables`]: the script is split into statements ([`crate::script`]); each
+//!    `CREATE TABLE` resolves its connector (a table that is read becomes a [`StreamTable`] in
+//!    a DataFusion session, one inserted into becomes a sink); each `CREATE VIEW` is planned by
+//!    DataFusion (views are inlined where used).
+//! 2. [`plan_flows`]: each `INSERT INTO` (or bare `SELECT`, which prints to stdout) is planned
+//!    by DataFusion into a logical plan, checked against the streaming rules
+//!    ([`crate::validate`]), given event time ([`crate::rewrite`]), optimised, turned into a
+//!    physical plan and cut at its windowed aggregates ([`crate::cut`]): the part below runs per
+//!    source batch, the aggregates become slice operators (windows over the same rows fused,
+//!    what the plan above filters or joins pushed in: [`crate::pushdown`]), the part above
+//!    runs per window end.
+//! 3. [`wire_sources`]: each table read becomes one source decoding the columns read.
+//! 4. [`wire_flows`]: sinks, and the runnable flows.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -232,6 +235,8 @@ pub async fn plan_script_isolated(
 }
 
 /// [`plan_script`] with settings.
+/// Plans a script: tables declared, flows planned, sources and sinks wired (see the module
+/// docs).
 pub async fn plan_script_with(
     sql: &str,
     registry: &ConnectorRegistry,
@@ -242,6 +247,42 @@ pub async fn plan_script_with(
         return Err(SqlError::new("the script holds no statement"));
     }
     let ctx = new_session_with(options.memory_limit);
+    let declared = declare_tables(&statements, &ctx, registry, options).await?;
+    let (flows, explain) = plan_flows(&ctx, declared.queries, &declared.sinks, registry).await?;
+    let (source_slots, source_index) = wire_sources(&flows, &declared.sources, registry)?;
+    let (sink_slots, pipeline_flows, outputs) = wire_flows(flows, &source_index, registry)?;
+    let task_ctx = ctx.task_ctx();
+    Ok(PlannedPipeline {
+        pipeline: Pipeline::new(source_slots, pipeline_flows, sink_slots, task_ctx),
+        explain,
+        outputs,
+    })
+}
+
+/// A query of the script: the table it inserts into (`None`: a bare SELECT), and where.
+type Query<'a> = (
+    Option<String>,
+    Box<datafusion::sql::sqlparser::ast::Query>,
+    &'a ScriptStatement,
+);
+
+/// What the script declares: source tables (registered in the session), sink tables, views
+/// (in the session) and the queries to run.
+struct Declared<'a> {
+    sources: BTreeMap<String, SourceTable>,
+    sinks: HashMap<String, TableDef>,
+    queries: Vec<Query<'a>>,
+}
+
+/// Step 1: each `CREATE TABLE` resolves its connector (a source table is registered in the
+/// session, an inserted-into one becomes a sink), each `CREATE VIEW` is planned into the
+/// session, and the `INSERT`s and `SELECT`s are collected.
+async fn declare_tables<'a>(
+    statements: &'a [ScriptStatement],
+    ctx: &SessionContext,
+    registry: &ConnectorRegistry,
+    options: &PlanOptions,
+) -> Result<Declared<'a>, SqlError> {
     let insert_targets: HashSet<String> = statements
         .iter()
         .filter_map(|s| match &s.statement {
@@ -260,7 +301,7 @@ pub async fn plan_script_with(
         &ScriptStatement,
     )> = Vec::new();
 
-    for st in &statements {
+    for st in statements {
         let pos = Some(st.start());
         match &st.statement {
             Statement::CreateTable(ct) => {
@@ -482,8 +523,22 @@ pub async fn plan_script_with(
             "options were given for table '{t}', which the script does not declare"
         )));
     }
+    Ok(Declared {
+        sources,
+        sinks,
+        queries,
+    })
+}
 
-    // Plan each flow.
+/// Step 2: each query is planned by DataFusion, checked against the streaming rules, given
+/// event time, optimised, and its physical plan cut at its windows ([`split_flow`]); queries
+/// computing the same rows share one flow.
+async fn plan_flows(
+    ctx: &SessionContext,
+    queries: Vec<Query<'_>>,
+    sinks: &HashMap<String, TableDef>,
+    registry: &ConnectorRegistry,
+) -> Result<(Vec<FlowPlan>, String), SqlError> {
     let mut flows: Vec<FlowPlan> = Vec::new();
     let mut explain = String::new();
     for (target, query, st) in queries {
@@ -546,9 +601,18 @@ pub async fn plan_script_with(
         });
     }
 
-    // Sources: each used table once, decoding the columns any flow reads.
+    Ok((flows, explain))
+}
+
+/// Step 3: each source table read by a flow becomes one source, decoding the columns any flow
+/// reads; returns the sources and each table's source index.
+fn wire_sources(
+    flows: &[FlowPlan],
+    sources: &BTreeMap<String, SourceTable>,
+    registry: &ConnectorRegistry,
+) -> Result<(Vec<SourceSlot>, HashMap<String, usize>), SqlError> {
     let mut used: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for f in &flows {
+    for f in flows {
         for feed in f.split.feeds() {
             used.entry(feed.name.clone())
                 .or_default()
@@ -581,7 +645,7 @@ pub async fn plan_script_with(
             }),
             _ => None,
         };
-        for f in &flows {
+        for f in flows {
             for feed in f.split.feeds() {
                 if feed.name == name {
                     feed.set_input_columns(&cols);
@@ -601,7 +665,19 @@ pub async fn plan_script_with(
         }
     }
 
-    // Sinks: one per target table.
+    Ok((source_slots, source_index))
+}
+
+/// The sinks, the flows, and each flow's target table names.
+type Wired = (Vec<SinkSlot>, Vec<Flow>, Vec<String>);
+
+/// Step 4: one sink per target table, and the runnable flows: heads reading their sources,
+/// window stages, the plan after the windows, the sinks.
+fn wire_flows(
+    flows: Vec<FlowPlan>,
+    source_index: &HashMap<String, usize>,
+    registry: &ConnectorRegistry,
+) -> Result<Wired, SqlError> {
     let mut sink_slots: Vec<SinkSlot> = Vec::new();
     let mut sink_index: HashMap<String, usize> = HashMap::new();
     let mut pipeline_flows = Vec::new();
@@ -657,12 +733,7 @@ pub async fn plan_script_with(
         pipeline_flows
             .push(Flow::new(name, heads, windows, after, sinks_of_flow).map_err(SqlError::from)?);
     }
-    let task_ctx = ctx.task_ctx();
-    Ok(PlannedPipeline {
-        pipeline: Pipeline::new(source_slots, pipeline_flows, sink_slots, task_ctx),
-        explain,
-        outputs,
-    })
+    Ok((sink_slots, pipeline_flows, outputs))
 }
 
 /// Casts and renames the query's columns to the sink's declared columns, by position.
