@@ -374,7 +374,7 @@ impl Pipeline {
                                 // together and their heads run in parallel.
                                 let mut group = vec![(i, batch, split, position)];
                                 let mut after = None;
-                                while threads > 1 && group.len() < 2 * threads {
+                                while threads > 1 && group.len() < 4 * threads {
                                     match rx.try_recv() {
                                         Ok((j, SourceEvent::Batch { batch, split, position })) => {
                                             group.push((j, batch, split, position));
@@ -394,12 +394,10 @@ impl Pipeline {
                                     let batch = trackers[j].observe(batch, split)?;
                                     observed.push((j, batch, position));
                                 }
-                                let heads = stage0::run(&flows, &forks, &observed, &task_ctx)?;
-                                for ((j, batch, position), outs) in observed.into_iter().zip(heads) {
-                                    for (f, outs) in outs {
-                                        let flow = &mut flows[f];
-                                        let out = flow.apply(batch.num_rows(), outs)?;
-                                        write_flow(flow, &mut sinks, out, &metrics, &stop).await?;
+                                let sink_rows = stage0::run(&mut flows, &forks, &observed, &task_ctx)?;
+                                for ((j, _, position), outs) in observed.into_iter().zip(sink_rows) {
+                                    for (f, out) in outs {
+                                        write_flow(&mut flows[f], &mut sinks, out, &metrics, &stop).await?;
                                     }
                                     if position.is_some() {
                                         positions[j] = position;
