@@ -76,9 +76,9 @@ pub(crate) fn run(
     };
     if forks.is_empty() || group.len() == 1 {
         let mut out = Vec::with_capacity(group.len());
-        for k in 0..group.len() {
+        for (k, (_, batch, _)) in group.iter().enumerate() {
             let rows = own(flows, k)?;
-            out.push(apply(flows, group[k].1.num_rows(), rows)?);
+            out.push(apply(flows, batch.num_rows(), rows)?);
         }
         return Ok(out);
     }
