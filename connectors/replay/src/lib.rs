@@ -352,6 +352,8 @@ struct ChunkLines {
     start: usize,
     end: usize,
     eof: bool,
+    /// Inside a line longer than the buffer: its rest is dropped up to the next newline.
+    skipping: bool,
 }
 
 impl ChunkLines {
@@ -362,6 +364,7 @@ impl ChunkLines {
             start: 0,
             end: 0,
             eof: false,
+            skipping: false,
         }
     }
 
@@ -372,7 +375,13 @@ impl ChunkLines {
             if let Some(k) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
                 let line = (self.start, self.start + k);
                 self.start += k + 1;
+                if std::mem::take(&mut self.skipping) {
+                    continue;
+                }
                 return Ok(Some(line));
+            }
+            if self.skipping {
+                self.start = self.end;
             }
             if self.eof {
                 if self.start < self.end {
@@ -387,9 +396,12 @@ impl ChunkLines {
             self.end -= self.start;
             self.start = 0;
             if self.end == self.buf.len() {
-                // One line longer than the buffer (it is then skipped as too large).
-                let len = self.buf.len();
-                self.buf.resize(len * 2, 0);
+                // A line longer than the buffer (4 MiB, past MAX_RECORD_BYTES): its first
+                // 4 MiB go on as the record, to be counted as too large, and the rest is
+                // dropped, so memory stays bounded whatever the file holds.
+                self.skipping = true;
+                self.start = self.end;
+                return Ok(Some((0, self.end)));
             }
             let n = self.f.read(&mut self.buf[self.end..])?;
             if n == 0 {
@@ -504,6 +516,43 @@ pub async fn sleep_with_heartbeats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines come out whole across chunk ends; a line longer than the buffer comes out as its
+    /// first 4 MiB (then skipped as too large) and its rest is dropped, without growing memory.
+    #[test]
+    fn chunked_lines_bound_memory() {
+        let path =
+            std::env::temp_dir().join(format!("skystream-lines-{}.jsonl", std::process::id()));
+        let mut text = Vec::new();
+        let short: Vec<Vec<u8>> = (0..200_000)
+            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+            .collect();
+        for l in &short[..100_000] {
+            text.extend_from_slice(l);
+            text.push(b'\n');
+        }
+        text.extend(std::iter::repeat_n(b'x', 9 << 20));
+        text.push(b'\n');
+        for l in &short[100_000..] {
+            text.extend_from_slice(l);
+            text.push(b'\n');
+        }
+        text.extend_from_slice(b"last");
+        std::fs::write(&path, &text).unwrap();
+        let mut lines = ChunkLines::new(std::fs::File::open(&path).unwrap());
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        while let Some((a, b)) = lines.next_line().unwrap() {
+            got.push(lines.buf[a..b].to_vec());
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(got.len(), 200_002);
+        assert_eq!(&got[..100_000], &short[..100_000]);
+        assert_eq!(got[100_000].len(), 4 << 20);
+        assert!(got[100_000].len() > skystream_engine::format::MAX_RECORD_BYTES);
+        assert_eq!(&got[100_001..200_001], &short[100_000..]);
+        assert_eq!(got[200_001], b"last");
+        assert_eq!(lines.buf.len(), 4 << 20, "the buffer never grew");
+    }
 
     #[test]
     fn speeds() {

@@ -205,12 +205,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 drop(w);
                 std::fs::rename(&tmp, path)?;
             }
-            let text = std::fs::read(path)?;
-            let n = text
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .count() as u64;
-            (n, text.len())
+            // Records are counted by the run itself (the source's input records).
+            (0, std::fs::metadata(path)?.len() as usize)
         }
     };
     if let Some(path) = &args.jsonl {
@@ -248,6 +244,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Ok::<_, anyhow::Error>((s, started.elapsed(), memory_rows(&reg)))
         })?;
         let secs = elapsed.as_secs_f64();
+        let n = if args.jsonl.is_some() {
+            s.metrics.rows_in
+        } else {
+            n
+        };
         let rate = n as f64 / secs;
         rates.push(rate);
         times.push(secs);

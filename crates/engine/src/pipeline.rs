@@ -404,17 +404,10 @@ impl Pipeline {
                                     }
                                 }
                                 if let Some((j, event)) = after {
-                                    match event {
-                                        SourceEvent::Heartbeat { event_time_ns } => trackers[j].heartbeat(event_time_ns),
-                                        SourceEvent::Splits(ids) => trackers[j].announce(&ids),
-                                        SourceEvent::End => trackers[j].end(),
-                                        SourceEvent::Batch { .. } => unreachable!("batches join the group"),
-                                    }
+                                    control(&mut trackers[j], event)?;
                                 }
                             }
-                            SourceEvent::Heartbeat { event_time_ns } => trackers[i].heartbeat(event_time_ns),
-                            SourceEvent::Splits(ids) => trackers[i].announce(&ids),
-                            SourceEvent::End => trackers[i].end(),
+                            event => control(&mut trackers[i], event)?,
                         }
                     }
                     _ = tick.tick() => {}
@@ -495,6 +488,19 @@ impl Pipeline {
         }
         Ok(summary(completed))
     }
+}
+
+/// What a source's watermark tracker learns from an event other than rows.
+fn control(tracker: &mut WatermarkTracker, event: SourceEvent) -> Result<()> {
+    match event {
+        SourceEvent::Heartbeat { event_time_ns } => tracker.heartbeat(event_time_ns),
+        SourceEvent::Splits(ids) => tracker.announce(&ids),
+        SourceEvent::End => tracker.end(),
+        SourceEvent::Batch { .. } => {
+            return Err(Error::plan("internal: rows taken for a control event"));
+        }
+    }
+    Ok(())
 }
 
 /// A sink's error, named after it (a stop stays a stop).

@@ -102,18 +102,14 @@ fn filter_on_feed(f: &FilterExec) -> Option<(Arc<Feed>, Arc<dyn PhysicalExpr>)> 
 
 /// Whether `pred` (over output `o`'s columns) reads only aggregate columns and the window.
 fn reads_only_aggregates(pred: &Arc<dyn PhysicalExpr>, w: &WindowAggregate, o: usize) -> bool {
-    let keys = w.schema(o).fields().len() - aggregates(w, o);
+    // Group columns (the keys and the window) come first, then the aggregates.
+    let group_cols = w.key_count() + 1;
     let window = w.window_column(o);
     let cols = datafusion::physical_expr::utils::collect_columns(pred);
     !cols.is_empty()
         && cols
             .iter()
-            .all(|c| c.index() >= keys || c.index() == window)
-}
-
-fn aggregates(w: &WindowAggregate, o: usize) -> usize {
-    // Group columns are the keys and the window; the rest are aggregates.
-    w.schema(o).fields().len() - w.key_count() - 1
+            .all(|c| c.index() >= group_cols || c.index() == window)
 }
 
 /// The feed column that column `col` of `plan` is, through column projections, filters and

@@ -358,15 +358,8 @@ impl WindowAggregate {
                     let old = store.last[pair];
                     let g = store.gid[pair] as usize;
                     for o in &mut self.outputs {
-                        if s < o.evicted_below || old >= o.evicted_below {
-                            continue;
-                        }
-                        for (r, &oa) in o.running.iter_mut().zip(&o.aggs) {
-                            if oa == a
-                                && let super::operator::Running::Ints(v) = r
-                            {
-                                v[g] += 1;
-                            }
+                        if s >= o.evicted_below {
+                            o.pair_enters(a, g, old);
                         }
                     }
                     store.last[pair] = s;

@@ -102,6 +102,21 @@ impl Output {
         }
     }
 
+    /// A (key `g`, value) pair of distinct aggregate `a` comes in with a slice: counted unless
+    /// its last sighting, `old`, is still in the window.
+    pub(super) fn pair_enters(&mut self, a: usize, g: usize, old: i64) {
+        if old >= self.evicted_below {
+            return;
+        }
+        for (r, &oa) in self.running.iter_mut().zip(&self.aggs) {
+            if oa == a
+                && let Running::Ints(v) = r
+            {
+                v[g] += 1;
+            }
+        }
+    }
+
     /// Adds (`sign` 1) or removes (-1) a slice's rows and invertible totals.
     pub(super) fn apply(&mut self, slice: &Slice, sign: i64) {
         for (l, &g) in slice.gids.iter().enumerate() {
@@ -843,16 +858,7 @@ impl WindowAggregate {
                     }
                     let g = store.gid[pair] as usize;
                     for o in outputs.iter_mut() {
-                        if old >= o.evicted_below {
-                            continue;
-                        }
-                        for (r, &oa) in o.running.iter_mut().zip(&o.aggs) {
-                            if oa == a
-                                && let Running::Ints(v) = r
-                            {
-                                v[g] += 1;
-                            }
-                        }
+                        o.pair_enters(a, g, old);
                     }
                     store.last[pair] = p;
                     true
@@ -887,13 +893,7 @@ impl WindowAggregate {
             entry.remove();
         }
         for a in 0..self.aggs.len() {
-            let bound = self
-                .outputs
-                .iter()
-                .filter(|o| o.aggs.contains(&a))
-                .map(|o| o.evicted_below)
-                .min()
-                .unwrap_or(i64::MAX);
+            let bound = self.freed_bound(a);
             let from = self.freed_below[a].max(min);
             if bound > from {
                 for (_, s) in self.slices.range_mut(from..bound) {
@@ -1238,21 +1238,24 @@ pub(super) fn running_for(a: &Agg) -> Running {
 }
 
 impl WindowAggregate {
+    /// Slices before this no longer need aggregate `a`'s part: every window reading it has
+    /// evicted them.
+    fn freed_bound(&self, a: usize) -> i64 {
+        self.outputs
+            .iter()
+            .filter(|o| o.aggs.contains(&a))
+            .map(|o| o.evicted_below)
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
     /// Sets each aggregate's freed bound from the windows reading it (after a restore).
     pub(super) fn reset_freed(&mut self) {
         for a in 0..self.aggs.len() {
-            self.freed_below[a] = self
-                .outputs
-                .iter()
-                .filter(|o| o.aggs.contains(&a))
-                .map(|o| o.evicted_below)
-                .min()
-                .unwrap_or(i64::MAX);
+            self.freed_below[a] = self.freed_bound(a);
         }
     }
-}
 
-impl WindowAggregate {
     /// Number of group keys besides the window.
     pub fn key_count(&self) -> usize {
         self.keys.len()

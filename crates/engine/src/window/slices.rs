@@ -174,15 +174,8 @@ pub(super) enum Part {
 impl Part {
     pub fn bytes(&self) -> usize {
         match self {
-            Part::Ints(v) | Part::Sum { sum: v, .. } => {
-                v.capacity()
-                    * size_of::<i64>()
-                    * if matches!(self, Part::Sum { .. }) {
-                        2
-                    } else {
-                        1
-                    }
-            }
+            Part::Ints(v) => v.capacity() * size_of::<i64>(),
+            Part::Sum { sum, n } => (sum.capacity() + n.capacity()) * size_of::<i64>(),
             Part::Pairs(p) => p.capacity() * size_of::<u32>(),
             Part::Acc(a) => a.size(),
             Part::States(s) => arrays_bytes(s),
