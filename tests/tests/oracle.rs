@@ -649,3 +649,45 @@ async fn having_and_join_pushed_into_shared_slices() {
     )
     .await;
 }
+
+/// session(gap) per keyword over input disordered beyond the watermark bound: rows older
+/// than the watermark are dropped and counted, the rest form, per keyword, sessions of rows
+/// less than 30 s apart (batch: a new session wherever the gap to the keyword's previous
+/// row is 30 s or more), with counts, exact distinct authors and a merged aggregate (max).
+#[tokio::test]
+async fn session_per_keyword_with_disorder_and_late_rows() {
+    let cfg = GeneratorConfig {
+        out_of_order_ns: 9_000_000_000,
+        ..standard_config()
+    };
+    let m = check(
+        "session",
+        cfg.clone(),
+        "INSERT INTO out SELECT win['start'], win['end'], keyword, n, authors, last FROM (
+           SELECT keyword, count(*) AS n, count(DISTINCT did) AS authors, max(event_time) AS last,
+                  session(INTERVAL '30' SECOND) AS win
+           FROM (SELECT did, unnest(keywords(text)) AS keyword, event_time FROM posts)
+           GROUP BY keyword, win)",
+        "WITH kw AS (SELECT did, event_time, CAST(event_time AS BIGINT) AS t, unnest(keywords(text)) AS keyword
+                     FROM posts WHERE NOT late),
+              s AS (SELECT *, CASE WHEN t - lag(t) OVER (PARTITION BY keyword ORDER BY t) < 30000000000
+                                   THEN 0 ELSE 1 END AS new FROM kw),
+              g AS (SELECT *, sum(new) OVER (PARTITION BY keyword ORDER BY t
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sid FROM s)
+         SELECT min(event_time), to_timestamp_nanos(max(t) + 30000000000), keyword, count(*),
+                count(DISTINCT did), max(event_time)
+         FROM g GROUP BY keyword, sid",
+    )
+    .await;
+    let posts = load_posts(&synthetic_file("session", cfg), DELAY_NS);
+    let late = posts
+        .column_by_name("late")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::BooleanArray>()
+        .unwrap()
+        .true_count();
+    assert!(late > 10, "the input must hold late rows ({late})");
+    assert_eq!(m.late_rows as usize, late);
+    assert!(m.windows_emitted > 1000, "{} sessions", m.windows_emitted);
+}

@@ -261,25 +261,53 @@ impl<'a> Reader<'a> {
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
-            Some(b'-' | b'0'..=b'9') => {
-                let start = self.i;
-                while self
-                    .b
-                    .get(self.i)
-                    .is_some_and(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
-                {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("x");
-                if text.parse::<f64>().is_ok() {
-                    Ok(())
-                } else {
-                    self.i = start;
-                    self.err("invalid number")
-                }
-            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
             Some(_) => self.err("expected a value"),
             None => self.err("unexpected end of input"),
+        }
+    }
+
+    /// Steps over a number, checking JSON's grammar:
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Result<()> {
+        let start = self.i;
+        let b = self.b;
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i > from
+        };
+        let mut i = self.i;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let ok = match b.get(i) {
+            Some(b'0') => {
+                i += 1;
+                true
+            }
+            Some(b'1'..=b'9') => digits(&mut i),
+            _ => false,
+        } && (b.get(i) != Some(&b'.') || {
+            i += 1;
+            digits(&mut i)
+        }) && (!matches!(b.get(i), Some(b'e' | b'E')) || {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            digits(&mut i)
+        }) && !b
+            .get(i)
+            .is_some_and(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'));
+        if ok {
+            self.i = i;
+            Ok(())
+        } else {
+            self.i = start;
+            self.err("invalid number")
         }
     }
 
@@ -398,6 +426,12 @@ mod tests {
             r#"{"s":"\u12"}"#,
             r#"{"x":tru}"#,
             r#"{"x":1.2.3}"#,
+            r#"{"x":01}"#,
+            r#"{"x":1.}"#,
+            r#"{"x":.5}"#,
+            r#"{"x":+1}"#,
+            r#"{"x":1e}"#,
+            r#"{"x":-}"#,
             r#"{"x":[1 2]}"#,
             r#"{"x":1} trailing"#,
             r#"{"x" 1}"#,
@@ -410,6 +444,14 @@ mod tests {
         assert!(read_obj(&deep).is_err());
         let mut r = Reader::new(&[b'{', b'"', b's', b'"', b':', b'"', 0xff, b'"', b'}']);
         assert!(r.object(|r, _| r.string().map(|_| ())).is_err());
+    }
+
+    #[test]
+    fn skips_every_json_number() {
+        for ok in ["0", "-0", "-0.5e-3", "10E+2", "123", "1e9", "0.25"] {
+            let text = format!(r#"{{"x":{ok},"y":[{ok}]}}"#);
+            assert!(read_obj(&text).is_ok(), "rejected {ok}");
+        }
     }
 
     #[test]

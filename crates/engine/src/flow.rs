@@ -267,10 +267,10 @@ impl Flow {
                 out.extend(parts.into_iter().map(|(_, _, b)| b));
                 continue;
             };
-            // The plan after the windows sees the rows of exactly one window end (the planner
-            // relies on it, see `scope_topk_to_window`), and the rows of one window reach the
-            // sink in one batch (sinks that replace a window's rows as a whole, like Redis
-            // rankings, rely on it).
+            // The plan after slice windows sees the rows of exactly one window end (the
+            // planner relies on it, see `scope_topk_to_window`), and the rows of one window
+            // reach the sink in one batch (sinks that replace a window's rows as a whole, like
+            // Redis rankings, rely on it). Sessions closed by one step come as one batch.
             let mut n_in = 0;
             for (i, o, b) in &parts {
                 if let Some(feed) = &self.windows[*i].outputs[*o] {

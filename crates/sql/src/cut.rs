@@ -101,9 +101,10 @@ pub(crate) fn split_flow(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Resu
     // Windows over the same head, keys, event time and slide share one operator's slices.
     let mut stages: Vec<(usize, WindowAggregate, Vec<Arc<Feed>>)> = Vec::new();
     for (head, w, feed) in windows {
+        let signature = w.slice_signature();
         match stages
             .iter_mut()
-            .find(|s| s.0 == head && s.1.slice_signature() == w.slice_signature())
+            .find(|s| s.0 == head && signature.is_some() && s.1.slice_signature() == signature)
         {
             Some(s) => {
                 s.1.fuse(w)?;
@@ -122,7 +123,8 @@ pub(crate) fn split_flow(plan: Arc<dyn ExecutionPlan>) -> skystream_engine::Resu
             after: None,
         });
     }
-    let upper = if single {
+    // Sessions closed together reach the plan after in one batch, whatever their windows.
+    let upper = if single && stages[0].1.one_window_per_batch() {
         scope_topk_to_window(upper, &mut stages[0].1)?
     } else {
         upper

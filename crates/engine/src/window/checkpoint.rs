@@ -10,7 +10,7 @@ use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt32Type};
 use datafusion::logical_expr::EmitTo;
 
-use super::WindowAggregate;
+use super::SliceAggregate;
 use super::operator::running_for;
 use super::slices::{AggImpl, Part, Slice};
 use crate::{Error, Result};
@@ -18,9 +18,9 @@ use crate::{Error, Result};
 /// Layout of the window state in a checkpoint; another layout is refused.
 pub const STATE_LAYOUT: u32 = 2;
 
-/// What a checkpoint keeps of a [`WindowAggregate`] besides its arrays.
+/// What a checkpoint keeps of a [`SliceAggregate`] besides its arrays.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct WindowCheckpoint {
+pub struct SliceCheckpoint {
     layout: u32,
     slide_ns: i64,
     /// The windows, as SQL would write them.
@@ -42,16 +42,7 @@ struct SliceMeta {
     parts: Vec<bool>,
 }
 
-impl WindowAggregate {
-    fn key_types(&self) -> Vec<String> {
-        self.dict
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().to_string())
-            .collect()
-    }
-
+impl SliceAggregate {
     fn kinds_text(&self) -> Vec<String> {
         self.outputs.iter().map(|o| o.kind.describe()).collect()
     }
@@ -60,7 +51,7 @@ impl WindowAggregate {
     /// its groups (`gid` = row of the key batch, rows, then each held non-distinct part), then
     /// per slice and held distinct part a batch of its pairs (`gid`, value). Open slices keep
     /// receiving rows afterwards.
-    pub fn snapshot(&mut self) -> Result<(WindowCheckpoint, Vec<RecordBatch>)> {
+    pub fn snapshot(&mut self) -> Result<(SliceCheckpoint, Vec<RecordBatch>)> {
         let mut live_mark = vec![false; self.dict.len()];
         for s in self.slices.values() {
             for &g in &s.gids {
@@ -170,11 +161,11 @@ impl WindowAggregate {
         }
         batches.extend(pair_batches);
         Ok((
-            WindowCheckpoint {
+            SliceCheckpoint {
                 layout: STATE_LAYOUT,
                 slide_ns: self.slide_ns,
                 kinds: self.kinds_text(),
-                key_types: self.key_types(),
+                key_types: self.group.key_types(),
                 aggs: self.aggs.iter().map(|a| a.describe.clone()).collect(),
                 slices: metas,
                 evicted_below: self.outputs.iter().map(|o| o.evicted_below).collect(),
@@ -185,9 +176,9 @@ impl WindowAggregate {
         ))
     }
 
-    /// Replaces the operator's state with a snapshot taken by [`WindowAggregate::snapshot`]
+    /// Replaces the operator's state with a snapshot taken by [`SliceAggregate::snapshot`]
     /// of the same query.
-    pub fn restore(&mut self, cp: &WindowCheckpoint, batches: &[RecordBatch]) -> Result<()> {
+    pub fn restore(&mut self, cp: &SliceCheckpoint, batches: &[RecordBatch]) -> Result<()> {
         let mismatch = |what: &str| {
             Err(Error::plan(format!(
                 "the checkpoint does not match this query ({what} differ); \
@@ -204,7 +195,7 @@ impl WindowAggregate {
         if cp.slide_ns != self.slide_ns || cp.kinds != self.kinds_text() {
             return mismatch("windows");
         }
-        if cp.key_types != self.key_types() {
+        if cp.key_types != self.group.key_types() {
             return mismatch("group keys");
         }
         let aggs: Vec<String> = self.aggs.iter().map(|a| a.describe.clone()).collect();
@@ -345,7 +336,7 @@ impl WindowAggregate {
         for (&s, slice) in self.slices.range(..done) {
             for o in &mut self.outputs {
                 if s >= o.evicted_below {
-                    o.apply(slice, 1);
+                    o.apply(slice, s, 1)?;
                 }
             }
             for (a, agg) in self.aggs.iter().enumerate() {

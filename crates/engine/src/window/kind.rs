@@ -1,7 +1,9 @@
-//! Window kinds: each is defined here once — its SQL name and arguments, and its geometry over
-//! slices. Every kind is computed by the slice operator ([`super::WindowAggregate`]): rows fall
-//! into slices of the kind's slide, and a window is a run of consecutive slices ending at a
-//! slide boundary. Adding a kind is one entry in [`KINDS`] and one arm per method below.
+//! Window kinds: each is defined here once — its SQL name and arguments, and its geometry.
+//! Tumble, hop and cumulate are computed by the slice operator ([`super::SliceAggregate`]):
+//! rows fall into slices of the kind's slide, and a window is a run of consecutive slices
+//! ending at a slide boundary. Sessions have no common boundaries and have their own operator
+//! ([`super::SessionAggregate`]). Adding a kind is one entry in [`KINDS`], one arm per method
+//! below and, if slices cannot compute it, an operator module.
 
 use crate::{Error, Result};
 
@@ -11,6 +13,8 @@ pub const HOP: &str = "hop";
 pub const TUMBLE: &str = "tumble";
 /// Name of the cumulating window: `cumulate(step, max)` (Flink's CUMULATE).
 pub const CUMULATE: &str = "cumulate";
+/// Name of the session window: `session(gap)` (Flink's SESSION), per key.
+pub const SESSION: &str = "session";
 
 /// The most slides one window may span: state is kept per slide.
 pub const MAX_SLICES_PER_WINDOW: i64 = 100_000;
@@ -25,6 +29,8 @@ pub enum WindowKind {
     /// Windows starting every `max` and growing by `step` up to `max`: `[k·max, k·max + j·step)`
     /// for `j = 1 .. max/step`.
     Cumulate { step: i64, max: i64 },
+    /// Per key, rows less than `gap` apart: `[first row, last row + gap)`.
+    Session { gap: i64 },
 }
 
 /// What SQL sees of a kind.
@@ -81,6 +87,13 @@ pub const KINDS: &[KindDef] = &[
         usage: "cumulate(step, max)",
         example: "cumulate(INTERVAL '1' MINUTE, INTERVAL '1' HOUR)",
         build: |a| WindowKind::cumulate(a[0], a[1]),
+    },
+    KindDef {
+        name: SESSION,
+        args: 1,
+        usage: "session(gap)",
+        example: "session(INTERVAL '5' MINUTE)",
+        build: |a| WindowKind::session(a[0]),
     },
 ];
 
@@ -150,27 +163,40 @@ impl WindowKind {
         Ok(Self::Cumulate { step, max })
     }
 
+    pub fn session(gap: i64) -> Result<Self> {
+        if gap <= 0 {
+            return Err(Error::plan(format!(
+                "{SESSION}(): the gap must be positive"
+            )));
+        }
+        Ok(Self::Session { gap })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Tumble { .. } => TUMBLE,
             Self::Hop { .. } => HOP,
             Self::Cumulate { .. } => CUMULATE,
+            Self::Session { .. } => SESSION,
         }
     }
 
-    /// The slice length: windows start and end on its multiples.
+    /// The slice length: windows start and end on its multiples (sessions: the gap, the
+    /// least time between two ends of a key's sessions).
     pub fn slide_ns(&self) -> i64 {
         match *self {
-            Self::Tumble { width } => width,
+            Self::Tumble { width } | Self::Session { gap: width } => width,
             Self::Hop { slide, .. } => slide,
             Self::Cumulate { step, .. } => step,
         }
     }
 
-    /// The longest window, in nanoseconds.
+    /// The longest window, in nanoseconds (sessions: the shortest).
     pub fn width_ns(&self) -> i64 {
         match *self {
-            Self::Tumble { width } | Self::Hop { width, .. } => width,
+            Self::Tumble { width } | Self::Hop { width, .. } | Self::Session { gap: width } => {
+                width
+            }
             Self::Cumulate { max, .. } => max,
         }
     }
@@ -184,7 +210,7 @@ impl WindowKind {
     /// `t.div_euclid(slide)`; the window is slices `first .. end`).
     pub fn first_slice(&self, end: i64) -> i64 {
         match *self {
-            Self::Tumble { .. } => end - 1,
+            Self::Tumble { .. } | Self::Session { .. } => end - 1,
             Self::Hop { .. } => end - self.span(),
             Self::Cumulate { .. } => (end - 1).div_euclid(self.span()) * self.span(),
         }
@@ -196,6 +222,7 @@ impl WindowKind {
             Self::Tumble { width } => format!("tumble({})", fmt_ns(width)),
             Self::Hop { slide, width } => format!("hop({}, {})", fmt_ns(slide), fmt_ns(width)),
             Self::Cumulate { step, max } => format!("cumulate({}, {})", fmt_ns(step), fmt_ns(max)),
+            Self::Session { gap } => format!("session({})", fmt_ns(gap)),
         }
     }
 }
@@ -230,6 +257,7 @@ mod tests {
         let e = WindowKind::hop(1, M).unwrap_err().to_string();
         assert!(e.contains("at most"), "{e}");
         assert!(kind_def("cumulate").unwrap().build(&[M]).is_err());
-        assert_eq!(kind_names(), "tumble, hop or cumulate");
+        assert!(WindowKind::session(0).is_err());
+        assert_eq!(kind_names(), "tumble, hop, cumulate or session");
     }
 }

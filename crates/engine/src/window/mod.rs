@@ -18,8 +18,10 @@
 
 mod checkpoint;
 mod dict;
+mod group;
 pub mod kind;
 mod operator;
+mod session;
 mod slices;
 mod topk;
 
@@ -28,6 +30,7 @@ mod tests;
 
 use std::sync::Arc;
 
+use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::expressions::Literal;
@@ -35,13 +38,226 @@ use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 
-pub use checkpoint::{STATE_LAYOUT, WindowCheckpoint};
+pub use checkpoint::{STATE_LAYOUT, SliceCheckpoint};
 pub use kind::{
-    CUMULATE, HOP, KINDS, KindDef, TUMBLE, WindowKind, is_window_fn, kind_def, kind_names,
+    CUMULATE, HOP, KINDS, KindDef, SESSION, TUMBLE, WindowKind, is_window_fn, kind_def, kind_names,
 };
-pub use operator::{WindowAggregate, WindowStats};
+pub use operator::{SliceAggregate, WindowStats};
+pub use session::{SessionAggregate, SessionCheckpoint};
 
 use crate::{Error, Result};
+
+/// A window operator: the slice operator for the kinds made of slides (tumble, hop,
+/// cumulate), the session operator for sessions. The planner and the pipeline drive either
+/// through this one type.
+#[derive(Debug)]
+pub enum WindowAggregate {
+    Slices(Box<SliceAggregate>),
+    Session(Box<SessionAggregate>),
+}
+
+/// What a checkpoint keeps of a window operator besides its arrays. Untagged: a slice
+/// operator's state reads as it did before sessions existed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum WindowCheckpoint {
+    Slices(SliceCheckpoint),
+    Session(SessionCheckpoint),
+}
+
+/// Forwards a call to whichever operator it is.
+macro_rules! either {
+    ($self:expr, $w:ident => $e:expr) => {
+        match $self {
+            WindowAggregate::Slices($w) => $e,
+            WindowAggregate::Session($w) => $e,
+        }
+    };
+}
+
+impl WindowAggregate {
+    /// Builds the operator of a DataFusion aggregate grouping by a window function. Its first
+    /// output has the aggregate's schema: group columns (the window as a
+    /// `STRUCT<start, end>`) then aggregate values.
+    pub fn try_new(agg: &AggregateExec) -> Result<Self> {
+        let (group, kind) = group::Grouping::of(agg)?;
+        Ok(match kind {
+            WindowKind::Session { gap } => {
+                Self::Session(Box::new(SessionAggregate::new(agg, group, gap)?))
+            }
+            _ => Self::Slices(Box::new(SliceAggregate::new(agg, group, kind)?)),
+        })
+    }
+
+    /// What must match for two window operators to share slices (see
+    /// [`SliceAggregate::slice_signature`]); sessions share nothing.
+    pub fn slice_signature(&self) -> Option<String> {
+        match self {
+            Self::Slices(s) => Some(s.slice_signature()),
+            Self::Session(_) => None,
+        }
+    }
+
+    /// Takes over the windows of `other`, which has the same [`Self::slice_signature`].
+    pub fn fuse(&mut self, other: WindowAggregate) -> Result<Vec<usize>> {
+        match (self, other) {
+            (Self::Slices(a), Self::Slices(b)) => a.fuse(*b),
+            _ => Err(Error::plan("internal: only slice windows fuse")),
+        }
+    }
+
+    pub fn remap_input(&mut self, map: &[usize], schema: &arrow::datatypes::Schema) -> Result<()> {
+        either!(self, w => w.remap_input(map, schema))
+    }
+
+    /// Number of windows (outputs) the operator computes.
+    pub fn outputs(&self) -> usize {
+        match self {
+            Self::Slices(s) => s.outputs(),
+            Self::Session(_) => 1,
+        }
+    }
+
+    /// Output `o` emits only the keys that pass `predicate` (a HAVING above the window).
+    pub fn filter_emission(&mut self, o: usize, predicate: Arc<dyn PhysicalExpr>) {
+        match self {
+            Self::Slices(s) => s.filter_emission(o, predicate),
+            Self::Session(s) => s.filter_emission(predicate),
+        }
+    }
+
+    /// See [`SliceAggregate::restrict_emission`]; refused (false) for sessions.
+    pub fn restrict_emission(&mut self, o: usize, by: usize) -> bool {
+        match self {
+            Self::Slices(s) => s.restrict_emission(o, by),
+            Self::Session(_) => false,
+        }
+    }
+
+    /// See [`SliceAggregate::limit_emission`]; sessions emit every row.
+    pub fn limit_emission(&mut self, o: usize, column: usize, options: SortOptions, k: usize) {
+        if let Self::Slices(s) = self {
+            s.limit_emission(o, column, options, k);
+        }
+    }
+
+    pub fn set_stop(&mut self, stop: crate::stop::StopHandle) {
+        either!(self, w => w.set_stop(stop))
+    }
+
+    pub fn track_memory(
+        &mut self,
+        pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+        name: impl Into<String>,
+    ) {
+        either!(self, w => w.track_memory(pool, name))
+    }
+
+    /// The kind of output `o`'s window.
+    pub fn kind(&self, o: usize) -> WindowKind {
+        match self {
+            Self::Slices(s) => s.kind(o),
+            Self::Session(s) => s.kind(),
+        }
+    }
+
+    /// How far apart window ends are at least, in ns: the slide (sessions: the gap).
+    pub fn slide_ns(&self) -> i64 {
+        match self {
+            Self::Slices(s) => s.slide_ns(),
+            Self::Session(s) => s.kind().slide_ns(),
+        }
+    }
+
+    /// Whether one emitted batch holds the rows of exactly one window (slices), or of every
+    /// session the watermark closed (sessions).
+    pub fn one_window_per_batch(&self) -> bool {
+        matches!(self, Self::Slices(_))
+    }
+
+    pub fn describe(&self) -> String {
+        either!(self, w => w.describe())
+    }
+
+    pub fn describe_aggregates(&self, o: usize) -> String {
+        match self {
+            Self::Slices(s) => s.describe_aggregates(o),
+            Self::Session(s) => s.describe_aggregates(),
+        }
+    }
+
+    /// Position of the window column (`STRUCT<start, end>`) in output `o`.
+    pub fn window_column(&self, o: usize) -> usize {
+        match self {
+            Self::Slices(s) => s.window_column(o),
+            Self::Session(s) => s.window_column(),
+        }
+    }
+
+    pub fn schema(&self, o: usize) -> arrow::datatypes::SchemaRef {
+        match self {
+            Self::Slices(s) => s.schema(o),
+            Self::Session(s) => s.schema(),
+        }
+    }
+
+    /// Number of group keys besides the window.
+    pub fn key_count(&self) -> usize {
+        either!(self, w => w.key_count())
+    }
+
+    pub fn stats(&self) -> WindowStats {
+        either!(self, w => w.stats())
+    }
+
+    /// Adds a batch of input rows. Rows older than the watermark are dropped and counted.
+    pub fn process(&mut self, batch: &arrow::array::RecordBatch) -> Result<()> {
+        either!(self, w => w.process(batch))
+    }
+
+    /// Advances the watermark and returns what it completes, oldest first: each batch's
+    /// window end (ns; for sessions the latest), output and rows. `i64::MAX` flushes all.
+    pub fn advance(
+        &mut self,
+        watermark: i64,
+    ) -> Result<Vec<(i64, usize, arrow::array::RecordBatch)>> {
+        either!(self, w => w.advance(watermark))
+    }
+
+    /// The first window end still to emit (whatever the watermark), in ns, if any.
+    pub fn next_end(&self) -> Option<i64> {
+        either!(self, w => w.next_end())
+    }
+
+    pub fn snapshot(&mut self) -> Result<(WindowCheckpoint, Vec<arrow::array::RecordBatch>)> {
+        Ok(match self {
+            Self::Slices(s) => {
+                let (c, b) = s.snapshot()?;
+                (WindowCheckpoint::Slices(c), b)
+            }
+            Self::Session(s) => {
+                let (c, b) = s.snapshot()?;
+                (WindowCheckpoint::Session(c), b)
+            }
+        })
+    }
+
+    /// Replaces the operator's state with a snapshot of the same query.
+    pub fn restore(
+        &mut self,
+        cp: &WindowCheckpoint,
+        batches: &[arrow::array::RecordBatch],
+    ) -> Result<()> {
+        match (self, cp) {
+            (Self::Slices(s), WindowCheckpoint::Slices(c)) => s.restore(c, batches),
+            (Self::Session(s), WindowCheckpoint::Session(c)) => s.restore(c, batches),
+            _ => Err(Error::plan(
+                "the checkpoint does not match this query (its windows differ); start from a \
+                 new checkpoint location",
+            )),
+        }
+    }
+}
 
 /// Fields of the window value: `start` (inclusive) and `end` (exclusive).
 pub fn window_fields() -> Fields {

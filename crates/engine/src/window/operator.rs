@@ -1,33 +1,29 @@
 //! The slice operator: one per (input, group keys, event time, slide), computing every window
 //! over them — windows of one query over the same rows share its slices (see the module docs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StructArray,
     TimestampNanosecondArray, UInt32Array, new_null_array,
 };
-use arrow::compute::{SortOptions, cast, filter_record_batch, take};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::execution::memory_pool::{
-    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
-};
+use arrow::compute::{SortOptions, cast, take};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 
 use super::dict::KeyDict;
+use super::group::{Grouping, MemoryCharge};
 use super::kind::WindowKind;
 use super::slices::{Agg, AggImpl, PairStore, Part, Slice, count_into, counted_rows, sum_into};
 use super::topk::EmitLimit;
-use super::{partial_of, window_call, window_fields};
+use super::{partial_of, window_fields};
 use crate::{Error, Result};
-
-fn fmt_bytes(b: usize) -> String {
-    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
-}
 
 /// A window's running value of one aggregate, by dictionary id.
 pub(super) enum Running {
@@ -35,6 +31,14 @@ pub(super) enum Running {
     Ints(Vec<i64>),
     /// Integer sums and how many values each holds (none: NULL).
     Sum { sum: Vec<i64>, n: Vec<i64> },
+    /// `min` / `max`: per key, the values of the window's slices that no newer slice's value
+    /// beats (a monotonic deque, oldest first), so the front is the window's value; a slice
+    /// adds and evicts a key's entries in amortised O(1). `entries` counts them all.
+    Extreme {
+        max: bool,
+        best: Vec<VecDeque<(i64, ScalarValue)>>,
+        entries: usize,
+    },
     /// Merged from the window's slices when it is emitted.
     Merge,
 }
@@ -44,6 +48,10 @@ impl Running {
         match self {
             Running::Ints(v) => v.capacity() * 8,
             Running::Sum { sum, n } => (sum.capacity() + n.capacity()) * 8,
+            Running::Extreme { best, entries, .. } => {
+                best.capacity() * size_of::<VecDeque<(i64, ScalarValue)>>()
+                    + entries * (size_of::<(i64, ScalarValue)>() + 16)
+            }
             Running::Merge => 0,
         }
     }
@@ -97,6 +105,7 @@ impl Output {
                     sum.resize(n, 0);
                     c.resize(n, 0);
                 }
+                Running::Extreme { best, .. } => best.resize_with(n, VecDeque::new),
                 Running::Merge => {}
             }
         }
@@ -117,8 +126,8 @@ impl Output {
         }
     }
 
-    /// Adds (`sign` 1) or removes (-1) a slice's rows and invertible totals.
-    pub(super) fn apply(&mut self, slice: &Slice, sign: i64) {
+    /// Adds (`sign` 1) or removes (-1) slice `index`'s rows, invertible totals and extremes.
+    pub(super) fn apply(&mut self, slice: &Slice, index: i64, sign: i64) -> Result<()> {
         for (l, &g) in slice.gids.iter().enumerate() {
             let g = g as usize;
             let before = self.rows[g];
@@ -156,9 +165,45 @@ impl Output {
                         n[g as usize] += sign * c;
                     }
                 }
+                (Running::Extreme { best, entries, .. }, _) if sign < 0 => {
+                    for &g in &slice.gids {
+                        let d = &mut best[g as usize];
+                        if d.front().is_some_and(|f| f.0 == index) {
+                            d.pop_front();
+                            *entries -= 1;
+                        }
+                    }
+                }
+                (Running::Extreme { max, best, entries }, Part::States(st)) => {
+                    let col = &st[0];
+                    for (l, &g) in slice.gids.iter().enumerate() {
+                        if col.is_null(l) {
+                            continue;
+                        }
+                        let v = ScalarValue::try_from_array(col, l)?;
+                        let d = &mut best[g as usize];
+                        // Entries the new value beats can never be a window's value again.
+                        while let Some(b) = d.back() {
+                            let beaten = match b.1.partial_cmp(&v) {
+                                Some(std::cmp::Ordering::Equal) => true,
+                                Some(std::cmp::Ordering::Less) => *max,
+                                Some(std::cmp::Ordering::Greater) => !*max,
+                                None => false,
+                            };
+                            if !beaten {
+                                break;
+                            }
+                            d.pop_back();
+                            *entries -= 1;
+                        }
+                        d.push_back((index, v));
+                        *entries += 1;
+                    }
+                }
                 _ => {}
             }
         }
+        Ok(())
     }
 }
 
@@ -178,11 +223,9 @@ pub struct WindowStats {
 
 /// A streaming `GROUP BY key..., <window>(...)` operator computing one or more windows of the
 /// same slide over the same rows and keys (see the module docs).
-pub struct WindowAggregate {
+pub struct SliceAggregate {
     pub(super) slide_ns: i64,
-    pub(super) ts_expr: Arc<dyn PhysicalExpr>,
-    /// Non-window group expressions, in group order.
-    pub(super) keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub(super) group: Grouping,
     pub(super) aggs: Vec<Agg>,
     pub(super) pairs: Vec<PairStore>,
     pub(super) dict: KeyDict,
@@ -203,13 +246,13 @@ pub struct WindowAggregate {
     local_ids: Vec<usize>,
     /// Dictionary id -> group of the window being merged (`u32::MAX`: not in it).
     pub(super) window_map: Vec<u32>,
-    memory: Option<(MemoryReservation, Option<usize>)>,
+    memory: MemoryCharge,
     stop: Option<crate::stop::StopHandle>,
 }
 
-impl std::fmt::Debug for WindowAggregate {
+impl std::fmt::Debug for SliceAggregate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WindowAggregate")
+        f.debug_struct("SliceAggregate")
             .field(
                 "windows",
                 &self.outputs.iter().map(|o| o.kind).collect::<Vec<_>>(),
@@ -226,44 +269,16 @@ enum SliceRows {
     Gather(UInt32Array),
 }
 
-impl WindowAggregate {
-    /// Builds the operator from a DataFusion aggregate grouping by a window function. Its one
-    /// output has the aggregate's schema: group columns (the window as a `STRUCT<start, end>`)
-    /// then aggregate values. [`WindowAggregate::fuse`] adds the windows of other aggregates.
-    pub fn try_new(agg: &AggregateExec) -> Result<Self> {
+impl SliceAggregate {
+    /// Builds the operator from a DataFusion aggregate grouping by a window function (its
+    /// `group` and slice-based `kind`). Its one output has the aggregate's schema: group
+    /// columns (the window as a `STRUCT<start, end>`) then aggregate values.
+    /// [`SliceAggregate::fuse`] adds the windows of other aggregates.
+    pub(super) fn new(agg: &AggregateExec, group: Grouping, kind: WindowKind) -> Result<Self> {
         let output_schema = agg.schema();
         let inner = partial_of(agg);
-        let group_by = inner.group_expr();
-        if !group_by.is_single() {
-            return Err(Error::plan(
-                "GROUPING SETS, CUBE and ROLLUP are not supported with windows",
-            ));
-        }
         let input_schema = inner.input_schema();
-        let mut window = None;
-        let mut keys = Vec::new();
-        let mut key_fields = Vec::new();
-        for (i, (e, name)) in group_by.expr().iter().enumerate() {
-            if let Some(w) = window_call(e)? {
-                if window.is_some() {
-                    return Err(Error::plan(format!(
-                        "a GROUP BY may hold only one window ({})",
-                        super::kind::kind_names()
-                    )));
-                }
-                window = Some((i, w));
-            } else {
-                keys.push(e.clone());
-                key_fields.push(Field::new(
-                    name,
-                    e.data_type(&input_schema)?,
-                    e.nullable(&input_schema)?,
-                ));
-            }
-        }
-        let Some((window_pos, (kind, ts_expr))) = window else {
-            return Err(Error::plan("internal: aggregate has no window"));
-        };
+        let window_pos = group.window_pos;
         let mut aggs = Vec::new();
         let mut pairs = Vec::new();
         for (a, f) in inner.aggr_expr().iter().zip(inner.filter_expr()) {
@@ -279,17 +294,12 @@ impl WindowAggregate {
             }
             aggs.push(agg);
         }
-        // With the window as the only key, every row of a slice is one group.
-        if key_fields.is_empty() {
-            key_fields.push(Field::new("_", DataType::Boolean, true));
-        }
         let n_aggs = aggs.len();
         let running = aggs.iter().map(running_for).collect();
         Ok(Self {
             slide_ns: kind.slide_ns(),
-            ts_expr,
-            keys,
-            dict: KeyDict::new(Arc::new(Schema::new(key_fields)))?,
+            dict: KeyDict::new(group.key_schema.clone())?,
+            group,
             live_after_compact: 0,
             aggs,
             pairs,
@@ -320,7 +330,7 @@ impl WindowAggregate {
             ids: Vec::new(),
             local_ids: Vec::new(),
             window_map: Vec::new(),
-            memory: None,
+            memory: MemoryCharge::default(),
             stop: None,
         })
     }
@@ -328,18 +338,13 @@ impl WindowAggregate {
     /// What must match for two window aggregates to share slices: input rows (the caller's
     /// concern), event time, keys and slide.
     pub fn slice_signature(&self) -> String {
-        let mut s = format!("slide={} time={} keys=[", self.slide_ns, self.ts_expr);
-        for k in &self.keys {
-            s.push_str(&format!("{k}, "));
-        }
-        s.push(']');
-        s
+        format!("slide={} {}", self.slide_ns, self.group.describe())
     }
 
-    /// Takes over the windows of `other` (same [`WindowAggregate::slice_signature`], over the
+    /// Takes over the windows of `other` (same [`SliceAggregate::slice_signature`], over the
     /// same input, both new): they are computed from this operator's slices, sharing the
     /// aggregates both compute. Returns the index of each of `other`'s outputs here.
-    pub fn fuse(&mut self, other: WindowAggregate) -> Result<Vec<usize>> {
+    pub fn fuse(&mut self, other: SliceAggregate) -> Result<Vec<usize>> {
         if other.slice_signature() != self.slice_signature() {
             return Err(Error::plan("internal: fusing windows of different slices"));
         }
@@ -379,9 +384,7 @@ impl WindowAggregate {
         if self.watermark != i64::MIN || !self.slices.is_empty() {
             return Err(Error::plan("internal: remapping a running window"));
         }
-        let remap = |e: &Arc<dyn PhysicalExpr>| super::remap_columns(e, map, schema);
-        self.ts_expr = remap(&self.ts_expr)?;
-        self.keys = self.keys.iter().map(remap).collect::<Result<_>>()?;
+        self.group.remap_input(map, schema)?;
         for a in &mut self.aggs {
             a.remap_input(map, schema)?;
         }
@@ -425,12 +428,12 @@ impl WindowAggregate {
     /// included). Ignored for key columns.
     pub fn limit_emission(&mut self, o: usize, column: usize, options: SortOptions, k: usize) {
         let out = &mut self.outputs[o];
-        if column > self.keys.len() && column < out.schema.fields().len() && k > 0 {
+        if column > self.group.keys.len() && column < out.schema.fields().len() && k > 0 {
             out.emit_limit = Some(EmitLimit { column, options, k });
         }
     }
 
-    /// Observes `stop`: once it aborts, [`WindowAggregate::advance`] fails between two windows
+    /// Observes `stop`: once it aborts, [`SliceAggregate::advance`] fails between two windows
     /// with [`Error::Stopped`].
     pub fn set_stop(&mut self, stop: crate::stop::StopHandle) {
         self.stop = Some(stop);
@@ -439,11 +442,7 @@ impl WindowAggregate {
     /// Charges the operator's state to `pool` (as consumer `name`): once the state would grow
     /// past what the pool has left, the operator fails with [`Error::MemoryLimit`].
     pub fn track_memory(&mut self, pool: &Arc<dyn MemoryPool>, name: impl Into<String>) {
-        let limit = match pool.memory_limit() {
-            MemoryLimit::Finite(l) => Some(l),
-            MemoryLimit::Infinite | MemoryLimit::Unknown => None,
-        };
-        self.memory = Some((MemoryConsumer::new(name).register(pool), limit));
+        self.memory = MemoryCharge::new(pool, name);
     }
 
     fn state_bytes(&self) -> usize {
@@ -458,24 +457,12 @@ impl WindowAggregate {
     /// Brings the reservation in line with the state's size.
     pub(super) fn account(&mut self) -> Result<()> {
         let bytes = self.state_bytes();
-        let Some((r, limit)) = &self.memory else {
-            return Ok(());
-        };
-        r.try_resize(bytes).map_err(|e| {
-            let limit = match limit {
-                Some(l) => format!(" of {}", fmt_bytes(*l)),
-                None => String::new(),
-            };
-            Error::MemoryLimit(format!(
-                "{}: its state ({} group keys in {} slices) needs {}, over the pipeline's \
-                 memory limit{limit}; narrow the window, group by fewer keys or raise the \
-                 limit ({e})",
-                r.consumer().name(),
-                self.dict.len(),
-                self.slices.len(),
-                fmt_bytes(bytes),
-            ))
-        })
+        let what = format!(
+            "{} group keys in {} slices",
+            self.dict.len(),
+            self.slices.len()
+        );
+        self.memory.resize(bytes, &what)
     }
 
     /// The kind of output `o`'s window.
@@ -513,6 +500,7 @@ impl WindowAggregate {
                 let how = match self.aggs[a].imp {
                     AggImpl::Count | AggImpl::SumInt => "running",
                     AggImpl::Distinct(_) => "last-seen pairs",
+                    AggImpl::Merge if self.aggs[a].extreme().is_some() => "monotonic deque",
                     AggImpl::Merge => "merged per window",
                 };
                 format!("{} [{how}]", self.aggs[a].expr.name())
@@ -541,73 +529,17 @@ impl WindowAggregate {
         }
     }
 
-    /// Group key columns (a constant column when the only key is the window).
-    fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        if self.keys.is_empty() {
-            return Ok(vec![Arc::new(BooleanArray::from(vec![
-                true;
-                batch.num_rows()
-            ]))]);
-        }
-        self.keys
-            .iter()
-            .map(|k| Ok(k.evaluate(batch)?.into_array(batch.num_rows())?))
-            .collect()
-    }
-
     /// Adds a batch of input rows. Rows older than the watermark are dropped and counted.
     pub fn process(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
+        let (rows, late) = self.group.on_time(batch, self.watermark)?;
+        self.late_rows += late as u64;
+        let Some((batch, ts)) = rows else {
             return Ok(());
-        }
-        let ts = self.ts_expr.evaluate(batch)?.into_array(batch.num_rows())?;
-        let ts = if ts.data_type() == &DataType::Timestamp(TimeUnit::Nanosecond, None) {
-            ts
-        } else {
-            cast(&ts, &DataType::Timestamp(TimeUnit::Nanosecond, None))?
         };
-        let mut ts: TimestampNanosecondArray = ts.as_primitive().clone();
-        let mut batch = batch.clone();
-        let wm = self.watermark;
-        let late = ts.null_count() + ts.values().iter().filter(|&&t| t < wm).count();
-        if late > 0 {
-            let keep: BooleanArray = ts
-                .iter()
-                .map(|t| Some(matches!(t, Some(t) if t >= wm)))
-                .collect();
-            batch = filter_record_batch(&batch, &keep)?;
-            ts = arrow::compute::filter(&ts, &keep)?.as_primitive().clone();
-            self.late_rows += late as u64;
-            if batch.num_rows() == 0 {
-                return Ok(());
-            }
-        }
-        let n = batch.num_rows();
-        let keys = self.key_columns(&batch)?;
+        let keys = self.group.key_columns(&batch)?;
         let mut ids = std::mem::take(&mut self.ids);
         self.dict.intern(&keys, &mut ids)?;
-        let args: Vec<Vec<ArrayRef>> = self
-            .aggs
-            .iter()
-            .map(|a| {
-                a.args
-                    .iter()
-                    .map(|e| Ok(e.evaluate(&batch)?.into_array(n)?))
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<_>>()?;
-        let filters: Vec<Option<BooleanArray>> = self
-            .aggs
-            .iter()
-            .map(|a| {
-                a.filter
-                    .as_ref()
-                    .map(|f| -> Result<BooleanArray> {
-                        Ok(f.evaluate(&batch)?.into_array(n)?.as_boolean().clone())
-                    })
-                    .transpose()
-            })
-            .collect::<Result<_>>()?;
+        let (args, filters) = super::group::evaluate_args(&self.aggs, &batch)?;
         let result = self.route(ts.values(), &ids, &args, &filters);
         self.ids = ids;
         result?;
@@ -822,7 +754,7 @@ impl WindowAggregate {
             }
             let o = &mut self.outputs[oi];
             for (&q, slice) in self.slices.range(from..first) {
-                o.apply(slice, -1);
+                o.apply(slice, q, -1)?;
                 for (r, &a) in o.running.iter_mut().zip(&o.aggs) {
                     if let (Running::Ints(v), AggImpl::Distinct(d), Part::Pairs(list)) =
                         (r, self.aggs[a].imp, &slice.parts[a])
@@ -867,7 +799,7 @@ impl WindowAggregate {
             }
             let slice = &self.slices[&p];
             for o in &mut self.outputs {
-                o.apply(slice, 1);
+                o.apply(slice, p, 1)?;
             }
         }
         for i in 0..self.order.len() {
@@ -934,7 +866,7 @@ impl WindowAggregate {
             o.emitted_end = e;
             return Ok(None);
         }
-        let group_cols = self.keys.len() + 1;
+        let group_cols = self.group.keys.len() + 1;
         let schema = o.schema.clone();
         let mut values = self.values(oi, first, e, &gids)?;
         for (c, f) in values.iter_mut().zip(&schema.fields()[group_cols..]) {
@@ -1009,7 +941,7 @@ impl WindowAggregate {
         }
         o.windows_emitted += 1;
         o.rows_emitted += rows as u64;
-        let mut keys = if self.keys.is_empty() {
+        let mut keys = if self.group.keys.is_empty() {
             Vec::new()
         } else {
             self.dict.keys(&gids)?
@@ -1033,8 +965,9 @@ impl WindowAggregate {
         let merged: Vec<usize> = o
             .aggs
             .iter()
-            .copied()
-            .filter(|&a| self.aggs[a].imp == AggImpl::Merge)
+            .zip(&o.running)
+            .filter(|(_, r)| matches!(r, Running::Merge))
+            .map(|(&a, _)| a)
             .collect();
         // Aggregates without running totals: their slices' states merged, by local group.
         let mut merged_values: Vec<ArrayRef> = Vec::new();
@@ -1087,7 +1020,7 @@ impl WindowAggregate {
         let o = &self.outputs[oi];
         let mut next_merged = 0;
         let mut cols = Vec::with_capacity(o.aggs.len());
-        for r in &o.running {
+        for (r, &a) in o.running.iter().zip(&o.aggs) {
             cols.push(match r {
                 Running::Ints(v) => Arc::new(Int64Array::from_iter_values(
                     gids.iter().map(|&g| v[g as usize]),
@@ -1096,6 +1029,15 @@ impl WindowAggregate {
                     gids.iter()
                         .map(|&g| (n[g as usize] > 0).then_some(sum[g as usize])),
                 )),
+                Running::Extreme { best, .. } => {
+                    let t = self.aggs[a].expr.state_fields()?[0].data_type().clone();
+                    let null = ScalarValue::try_from(&t)?;
+                    ScalarValue::iter_to_array(gids.iter().map(|&g| {
+                        best[g as usize]
+                            .front()
+                            .map_or_else(|| null.clone(), |e| e.1.clone())
+                    }))?
+                }
                 Running::Merge => {
                     let v = take(&merged_values[next_merged], &idx, None)?;
                     next_merged += 1;
@@ -1170,6 +1112,17 @@ impl WindowAggregate {
                         move_vec(sum);
                         move_vec(n);
                     }
+                    Running::Extreme { best, .. } => {
+                        let mut new = vec![VecDeque::new(); live];
+                        for (old, d) in best.iter_mut().enumerate() {
+                            if let Some(&n) = remap.get(old)
+                                && n != u32::MAX
+                            {
+                                new[n as usize] = std::mem::take(d);
+                            }
+                        }
+                        *best = new;
+                    }
                     Running::Merge => {}
                 }
             }
@@ -1233,11 +1186,18 @@ pub(super) fn running_for(a: &Agg) -> Running {
             sum: Vec::new(),
             n: Vec::new(),
         },
-        AggImpl::Merge => Running::Merge,
+        AggImpl::Merge => match a.extreme() {
+            Some(max) => Running::Extreme {
+                max,
+                best: Vec::new(),
+                entries: 0,
+            },
+            None => Running::Merge,
+        },
     }
 }
 
-impl WindowAggregate {
+impl SliceAggregate {
     /// Slices before this no longer need aggregate `a`'s part: every window reading it has
     /// evicted them.
     fn freed_bound(&self, a: usize) -> i64 {
@@ -1258,6 +1218,6 @@ impl WindowAggregate {
 
     /// Number of group keys besides the window.
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.group.keys.len()
     }
 }

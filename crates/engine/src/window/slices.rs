@@ -90,6 +90,18 @@ impl Agg {
         })
     }
 
+    /// For `min` / `max` (one argument, its state the value): whether it is `max`.
+    pub fn extreme(&self) -> Option<bool> {
+        let name = self.expr.fun().name().to_ascii_lowercase();
+        let one_state =
+            !self.expr.is_distinct() && self.expr.state_fields().is_ok_and(|f| f.len() == 1);
+        match name.as_str() {
+            "min" if self.args.len() == 1 && one_state => Some(false),
+            "max" if self.args.len() == 1 && one_state => Some(true),
+            _ => None,
+        }
+    }
+
     /// Reads column `map[i]` of `schema` wherever it read column `i`.
     pub fn remap_input(&mut self, map: &[usize], schema: &Schema) -> Result<()> {
         self.args = self

@@ -132,7 +132,17 @@ fn batch(rows: &[Row]) -> RecordBatch {
 type Results = BTreeMap<(i64, String), (i64, i64, i64, Option<i64>, Option<i64>)>;
 
 fn collect(out: Vec<(i64, usize, RecordBatch)>, want: usize, into: &mut Results) {
-    for (end, o, b) in out {
+    collect_rows(out, want, into, true)
+}
+
+/// Rows by the end each names; with `one_end`, every row of a batch has the batch's end.
+fn collect_rows(
+    out: Vec<(i64, usize, RecordBatch)>,
+    want: usize,
+    into: &mut Results,
+    one_end: bool,
+) {
+    for (batch_end, o, b) in out {
         if o != want {
             continue;
         }
@@ -144,7 +154,12 @@ fn collect(out: Vec<(i64, usize, RecordBatch)>, want: usize, into: &mut Results)
             a.is_valid(i).then(|| a.value(i))
         };
         for i in 0..b.num_rows() {
-            assert_eq!(e.value(i), end);
+            let end = e.value(i);
+            if one_end {
+                assert_eq!(end, batch_end);
+            } else {
+                assert!(end <= batch_end, "a row ends after its batch");
+            }
             let prev = into.insert(
                 (end, k.value(i).to_string()),
                 (
@@ -278,7 +293,10 @@ async fn fused_windows_share_slices() {
     assert_eq!(op.slice_signature(), other.slice_signature());
     assert_eq!(op.fuse(other).unwrap(), vec![1]);
     // The five aggregates are shared, not repeated.
-    assert_eq!(op.aggs.len(), 5);
+    let WindowAggregate::Slices(s) = &op else {
+        panic!("a slice operator")
+    };
+    assert_eq!(s.aggs.len(), 5);
     check(&[HOP5, HOP20, CUMULATE], None).await;
 }
 
@@ -327,9 +345,187 @@ async fn state_is_bounded_by_the_widest_window() {
         max_ts = max_ts.max(rows.last().unwrap().ts);
         op.process(&batch(&rows)).unwrap();
         op.advance(max_ts - S).unwrap();
-        assert!(op.slices.len() <= 6, "{} slices held", op.slices.len());
-        peak_keys = peak_keys.max(op.dict.len());
+        let WindowAggregate::Slices(s) = &op else {
+            panic!("a slice operator")
+        };
+        assert!(s.slices.len() <= 6, "{} slices held", s.slices.len());
+        peak_keys = peak_keys.max(s.dict.len());
     }
     assert!(peak_keys < 100 * 6 + 4096 * 2, "{peak_keys} keys held");
-    assert!(op.pairs[0].len() < 300 * 6 * 2 + 4096 * 2);
+    let WindowAggregate::Slices(s) = &op else {
+        panic!("a slice operator")
+    };
+    assert!(s.pairs[0].len() < 300 * 6 * 2 + 4096 * 2);
+}
+
+const SESSION_10S: &str = "session(INTERVAL '10' SECOND, ts)";
+const GAP: i64 = 10 * S;
+
+/// The sessions of each key over `rows` (those on time), computed directly: a key's rows
+/// sorted by time, a new session wherever the next row is `GAP` or more after the last.
+fn sessions_brute_force(rows: &[&Row]) -> Results {
+    let mut by_key: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        by_key.entry(&r.k).or_default().push(r);
+    }
+    let mut out = Results::new();
+    for (k, mut rs) in by_key {
+        rs.sort_by_key(|r| r.ts);
+        let mut flush = |rs: &[&Row]| {
+            let xs: Vec<i64> = rs.iter().filter_map(|r| r.x).collect();
+            let vs: std::collections::BTreeSet<&String> =
+                rs.iter().filter_map(|r| r.v.as_ref()).collect();
+            let end = rs.last().unwrap().ts + GAP;
+            out.insert(
+                (end, k.to_string()),
+                (
+                    rs.len() as i64,
+                    xs.len() as i64,
+                    vs.len() as i64,
+                    (!xs.is_empty()).then(|| xs.iter().sum()),
+                    xs.iter().min().copied(),
+                ),
+            );
+        };
+        let mut start = 0;
+        for i in 1..rs.len() {
+            if rs[i].ts - rs[i - 1].ts >= GAP {
+                flush(&rs[start..i]);
+                start = i;
+            }
+        }
+        flush(&rs[start..]);
+    }
+    out
+}
+
+/// Keys with rows further apart than the gap now and then: sessions of a few rows to a few
+/// dozen, disordered by up to 8 s.
+fn session_rows(seed: u64) -> Vec<Row> {
+    rows(seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            // Each key goes quiet for a while now and then.
+            if (r.ts / (37 * S)) % 3 == (i % 2) as i64 {
+                r.k = format!("q{}", r.k);
+            }
+            r
+        })
+        .collect()
+}
+
+/// Feeds `rows` in batches of 4 with the watermark `lag` behind the newest row, snapshotting
+/// into a fresh operator after batch `restore_at`; returns what it emitted and the rows that
+/// were on time (not older than the watermark when they came).
+async fn run_sessions(
+    rows: &[Row],
+    lag: i64,
+    restore_at: Option<usize>,
+) -> (Results, Vec<&Row>, u64) {
+    let mut op = operator(SESSION_10S).await;
+    let mut got = Results::new();
+    let mut on_time = Vec::new();
+    let (mut max_ts, mut wm) = (i64::MIN, i64::MIN);
+    for (i, chunk) in rows.chunks(4).enumerate() {
+        on_time.extend(chunk.iter().filter(|r| r.ts >= wm));
+        op.process(&batch(chunk)).unwrap();
+        max_ts = max_ts.max(chunk.iter().map(|r| r.ts).max().unwrap());
+        wm = wm.max(max_ts - lag);
+        collect_rows(op.advance(wm).unwrap(), 0, &mut got, false);
+        if restore_at == Some(i) {
+            let (cp, blobs) = op.snapshot().unwrap();
+            let cp: WindowCheckpoint =
+                serde_json::from_str(&serde_json::to_string(&cp).unwrap()).unwrap();
+            assert!(matches!(cp, WindowCheckpoint::Session(_)));
+            let mut fresh = operator(SESSION_10S).await;
+            fresh.restore(&cp, &blobs).unwrap();
+            assert_eq!(fresh.stats().open_panes, op.stats().open_panes);
+            op = fresh;
+        }
+    }
+    let late = op.stats().late_rows;
+    collect_rows(op.advance(i64::MAX).unwrap(), 0, &mut got, false);
+    (got, on_time, late)
+}
+
+fn assert_results(got: &Results, want: &Results, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: number of sessions");
+    for (k, v) in want {
+        assert_eq!(
+            got.get(k),
+            Some(v),
+            "{what}: session ending {} key {}",
+            k.0,
+            k.1
+        );
+    }
+}
+
+/// Sessions over input disordered within the watermark: rows arriving before a session's
+/// earlier rows extend it backwards, and a row bridging two sessions of a key merges them
+/// (count, distinct and merged aggregates alike).
+#[tokio::test]
+async fn sessions_equal_brute_force() {
+    let rows = session_rows(11);
+    let (got, on_time, late) = run_sessions(&rows, 10 * S, None).await;
+    assert_eq!(on_time.len(), rows.len());
+    assert_eq!(late, 0);
+    let want = sessions_brute_force(&on_time);
+    assert!(want.len() > 200, "{} sessions", want.len());
+    assert_results(&got, &want, "session");
+}
+
+/// With the watermark closer than the disorder, rows older than it are dropped and counted,
+/// and every session is that of the rows kept.
+#[tokio::test]
+async fn sessions_drop_late_rows() {
+    let rows = session_rows(12);
+    let (got, on_time, late) = run_sessions(&rows, 3 * S, None).await;
+    assert!(late > 50, "{late} late rows");
+    assert_eq!(late as usize, rows.len() - on_time.len());
+    assert_results(&got, &sessions_brute_force(&on_time), "session");
+}
+
+/// A snapshot taken while sessions are open, restored into a new operator, changes nothing.
+#[tokio::test]
+async fn sessions_snapshot_restore_midway_changes_nothing() {
+    let rows = session_rows(13);
+    let want = sessions_brute_force(&rows.iter().collect::<Vec<_>>());
+    for at in [0, 5, 77] {
+        let (got, on_time, _) = run_sessions(&rows, 10 * S, Some(at)).await;
+        assert_eq!(on_time.len(), rows.len());
+        assert_results(&got, &want, &format!("restored after batch {at}"));
+    }
+}
+
+/// Sessions bridged by an out-of-order row merge into one, and the key's state is dropped
+/// once its sessions close.
+#[tokio::test]
+async fn a_bridging_row_merges_two_sessions() {
+    let row = |ts: i64, x: i64| Row {
+        k: "a".into(),
+        v: Some(format!("v{x}")),
+        x: Some(x),
+        ts,
+    };
+    let mut op = operator(SESSION_10S).await;
+    op.process(&batch(&[row(0, 1), row(15 * S, 2)])).unwrap();
+    assert_eq!(op.stats().open_panes, 2);
+    // 7 s: less than the gap after 0 and before 15 s, so all three are one session.
+    op.process(&batch(&[row(7 * S, 3)])).unwrap();
+    assert_eq!(op.stats().open_panes, 1);
+    assert_eq!(op.next_end(), Some(25 * S));
+    assert!(op.advance(24 * S).unwrap().is_empty());
+    let mut got = Results::new();
+    collect_rows(op.advance(25 * S).unwrap(), 0, &mut got, false);
+    let want: Results = [((25 * S, "a".to_string()), (3, 3, 3, Some(6), Some(1)))].into();
+    assert_eq!(got, want);
+    assert_eq!(op.stats().open_panes, 0);
+    // A row at the old session's end starts a new one (the gap is exclusive).
+    op.process(&batch(&[row(25 * S, 4)])).unwrap();
+    assert_eq!(op.next_end(), Some(35 * S));
+    assert_eq!(op.stats().late_rows, 0);
+    op.process(&batch(&[row(24 * S, 5)])).unwrap();
+    assert_eq!(op.stats().late_rows, 1);
 }
