@@ -819,11 +819,15 @@ fn describe_flow(target: &str, split: &Split) -> String {
     let first_window = split.heads.len();
     for (j, (head, w, _)) in split.windows.iter().enumerate() {
         let kinds: Vec<String> = (0..w.outputs()).map(|o| w.kind(o).describe()).collect();
+        let how = if w.one_window_per_batch() {
+            format!("over slices of {}s", w.slide_ns() as f64 / 1e9)
+        } else {
+            "per key".to_string()
+        };
         s.push_str(&format!(
-            "  {}: window aggregate {} over slices of {}s, of the rows of {head}\n",
+            "  {}: window aggregate {} {how}, of the rows of {head}\n",
             first_window + j,
             kinds.join(" + "),
-            w.slide_ns() as f64 / 1e9
         ));
         for o in 0..w.outputs() {
             s.push_str(&format!(

@@ -8,7 +8,7 @@
 //! its rows as they arrive, merged when sessions join, and evaluated when it ends. State is
 //! bounded by the open sessions, charged to the pipeline's memory pool and checkpointed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -52,8 +52,10 @@ pub struct SessionAggregate {
     window_pos: usize,
     dict: KeyDict,
     live_after_compact: usize,
-    /// Slots of the open sessions, per key, by start (they do not overlap).
-    by_key: Vec<Vec<u32>>,
+    /// The open sessions by (key, start): a key's do not overlap, so they are in end order
+    /// too. One ordered map, not a list per key: a key with many sessions (rows far apart
+    /// arriving out of order) costs a logarithm per row, not a shift of its list.
+    open: BTreeMap<(u32, i64), u32>,
     sessions: Vec<Session>,
     free: Vec<u32>,
     /// Open sessions by end: the next to close first.
@@ -95,7 +97,7 @@ impl SessionAggregate {
             aggs,
             schema: agg.schema(),
             live_after_compact: 0,
-            by_key: Vec::new(),
+            open: BTreeMap::new(),
             sessions: Vec::new(),
             free: Vec::new(),
             by_end: BTreeSet::new(),
@@ -174,9 +176,7 @@ impl SessionAggregate {
         self.dict.bytes()
             + self.acc_bytes
             + self.sessions.capacity() * size_of::<Session>()
-            + self.by_key.capacity() * size_of::<Vec<u32>>()
-            + self.by_key.iter().map(|v| v.capacity() * 4).sum::<usize>()
-            + self.by_end.len() * 2 * size_of::<(i64, u32)>()
+            + (self.open.len() + self.by_end.len()) * 2 * size_of::<(u32, i64, u32)>()
             + self.ids.capacity() * size_of::<usize>()
     }
 
@@ -235,9 +235,6 @@ impl SessionAggregate {
         let mut ids = std::mem::take(&mut self.ids);
         self.dict.intern(&keys, &mut ids)?;
         let (args, filters) = super::group::evaluate_args(&self.aggs, &batch)?;
-        if self.by_key.len() < self.dict.len() {
-            self.by_key.resize_with(self.dict.len(), Vec::new);
-        }
         // Each row to its key's session overlapping `[t, t + gap)` (extended to hold it, and
         // taking in the next sessions it now reaches), or to a new one.
         let gap = self.gap;
@@ -245,33 +242,24 @@ impl SessionAggregate {
         let mut merged: Vec<(u32, u32)> = Vec::new();
         let mut touched: Vec<u32> = Vec::new();
         for (&g, &t) in ids.iter().zip(ts.values()) {
+            let g = g as u32;
             let end = t.saturating_add(gap);
-            let list = &self.by_key[g];
-            let pos = list.partition_point(|&s| self.sessions[s as usize].end <= t);
-            let slot = match list.get(pos) {
-                Some(&s) if self.sessions[s as usize].start < end => {
-                    let sess = &mut self.sessions[s as usize];
-                    sess.start = sess.start.min(t);
-                    if end > sess.end {
-                        sess.end = end;
-                        // It may now reach the key's next sessions: they join it.
-                        while let Some(&next) = self.by_key[g].get(pos + 1) {
-                            if self.sessions[next as usize].start >= self.sessions[s as usize].end {
-                                break;
-                            }
-                            let next_end = self.sessions[next as usize].end;
-                            let sess = &mut self.sessions[s as usize];
-                            sess.end = sess.end.max(next_end);
-                            self.sessions[next as usize].dead = true;
-                            self.by_key[g].remove(pos + 1);
-                            merged.push((s, next));
-                        }
+            let slot = match self.first_ending_after(g, t) {
+                Some((start, s)) if start < end => {
+                    if t < start {
+                        self.open.remove(&(g, start));
+                        self.open.insert((g, t), s);
+                        self.sessions[s as usize].start = t;
+                    }
+                    if end > self.sessions[s as usize].end {
+                        self.sessions[s as usize].end = end;
+                        self.take_in_reached(g, s, &mut merged);
                     }
                     s
                 }
                 _ => {
-                    let s = self.new_session(g as u32, t, end)?;
-                    self.by_key[g].insert(pos, s);
+                    let s = self.new_session(g, t, end)?;
+                    self.open.insert((g, t), s);
                     s
                 }
             };
@@ -358,6 +346,42 @@ impl SessionAggregate {
         self.account()
     }
 
+    /// Key `g`'s first open session ending after `t`: (start, slot).
+    fn first_ending_after(&self, g: u32, t: i64) -> Option<(i64, u32)> {
+        // The last one starting at or before `t` if it reaches past `t` (those before it end
+        // before it starts), else the first starting after `t`.
+        if let Some((&(_, start), &s)) = self.open.range((g, i64::MIN)..=(g, t)).next_back()
+            && self.sessions[s as usize].end > t
+        {
+            return Some((start, s));
+        }
+        self.open
+            .range((g, t.saturating_add(1))..=(g, i64::MAX))
+            .next()
+            .map(|(&(_, start), &s)| (start, s))
+    }
+
+    /// Session `s` of key `g` grew to a new end: the key's next sessions starting before it
+    /// join it.
+    fn take_in_reached(&mut self, g: u32, s: u32, merged: &mut Vec<(u32, u32)>) {
+        let from = self.sessions[s as usize].start.saturating_add(1);
+        loop {
+            let end = self.sessions[s as usize].end;
+            let Some((&(_, start), &next)) = self.open.range((g, from)..=(g, i64::MAX)).next()
+            else {
+                return;
+            };
+            if start >= end {
+                return;
+            }
+            let next_end = self.sessions[next as usize].end;
+            self.sessions[s as usize].end = end.max(next_end);
+            self.sessions[next as usize].dead = true;
+            self.open.remove(&(g, start));
+            merged.push((s, next));
+        }
+    }
+
     /// Accumulator sizes are tracked by difference; merges move state between sessions, so
     /// recount then.
     fn recount_bytes_if_merged(&mut self, merged: bool) {
@@ -410,10 +434,7 @@ impl SessionAggregate {
                 let freed: usize = sess.accs.iter().map(|a| a.size()).sum();
                 sess.accs = Vec::new();
                 self.acc_bytes = self.acc_bytes.saturating_sub(freed);
-                let list = &mut self.by_key[sess.gid as usize];
-                if let Some(p) = list.iter().position(|&x| x == s) {
-                    list.remove(p);
-                }
+                self.open.remove(&(sess.gid, sess.start));
                 self.free.push(s);
             }
             match batch {
@@ -498,22 +519,17 @@ impl SessionAggregate {
         if !(empty || len >= 2 * self.live_after_compact + 4096) {
             return Ok(());
         }
-        let live: Vec<u32> = (0..len as u32)
-            .filter(|&g| self.by_key.get(g as usize).is_some_and(|l| !l.is_empty()))
-            .collect();
+        let mut live: Vec<u32> = self.open.keys().map(|&(g, _)| g).collect();
+        live.dedup();
         let remap = self.dict.compact(&live)?;
-        let mut by_key = vec![Vec::new(); live.len()];
-        for (old, list) in std::mem::take(&mut self.by_key).into_iter().enumerate() {
-            if let Some(&n) = remap.get(old)
-                && n != u32::MAX
-            {
-                for &s in &list {
-                    self.sessions[s as usize].gid = n;
-                }
-                by_key[n as usize] = list;
-            }
-        }
-        self.by_key = by_key;
+        self.open = std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|((g, start), s)| {
+                let g = remap[g as usize];
+                self.sessions[s as usize].gid = g;
+                ((g, start), s)
+            })
+            .collect();
         self.live_after_compact = live.len();
         // Closed slots are reused; trailing ones are given back.
         if self.by_end.is_empty() {
@@ -616,7 +632,7 @@ impl SessionAggregate {
             return bad("has the wrong shape");
         }
         self.dict = KeyDict::new(self.dict.schema.clone())?;
-        self.by_key.clear();
+        self.open.clear();
         self.sessions.clear();
         self.free.clear();
         self.by_end.clear();
@@ -625,7 +641,6 @@ impl SessionAggregate {
         if b.num_rows() > 0 {
             self.dict.intern(&b.columns()[..nk], &mut ids)?;
         }
-        self.by_key.resize_with(self.dict.len(), Vec::new);
         let starts = b.column(nk).as_primitive::<Int64Type>().values().clone();
         let ends = b
             .column(nk + 1)
@@ -651,9 +666,9 @@ impl SessionAggregate {
                 .sum::<usize>();
             self.sessions[s as usize].indexed = end;
             self.by_end.insert((end, s));
-            let list = &mut self.by_key[g];
-            let pos = list.partition_point(|&x| self.sessions[x as usize].start < start);
-            list.insert(pos, s);
+            if self.open.insert((g as u32, start), s).is_some() {
+                return bad("holds two sessions of a key starting together");
+            }
         }
         self.live_after_compact = self.dict.len();
         self.watermark = cp.watermark;

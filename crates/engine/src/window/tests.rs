@@ -529,3 +529,28 @@ async fn a_bridging_row_merges_two_sessions() {
     op.process(&batch(&[row(24 * S, 5)])).unwrap();
     assert_eq!(op.stats().late_rows, 1);
 }
+
+/// Many open sessions of one key, arriving newest first: each stays its own session (and
+/// costs a map lookup, not a shift of a per-key list).
+#[tokio::test]
+async fn many_sessions_of_one_key_out_of_order() {
+    let mut op = operator(SESSION_10S).await;
+    let rows: Vec<Row> = (0..2000i64)
+        .rev()
+        .map(|i| Row {
+            k: "a".into(),
+            v: None,
+            x: Some(i),
+            ts: i * 11 * S,
+        })
+        .collect();
+    for chunk in rows.chunks(100) {
+        op.process(&batch(chunk)).unwrap();
+    }
+    assert_eq!(op.stats().open_panes, 2000);
+    let mut got = Results::new();
+    collect_rows(op.advance(i64::MAX).unwrap(), 0, &mut got, false);
+    assert_eq!(got.len(), 2000);
+    assert!(got.values().all(|v| v.0 == 1));
+    assert_eq!(op.stats().open_panes, 0);
+}
