@@ -17,6 +17,17 @@ fn script(path: &std::path::Path, body: &str) -> String {
     )
 }
 
+/// How many posts of `load_posts` are late (its independent `late` column).
+fn late_rows(posts: &arrow::array::RecordBatch) -> usize {
+    posts
+        .column_by_name("late")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::BooleanArray>()
+        .unwrap()
+        .true_count()
+}
+
 /// Batch CTE `p`: on-time posts with `ws`/`we` of their tumbling 1-minute window.
 const TUMBLE_1M: &str = "WITH p AS (
     SELECT *, date_bin(INTERVAL '1 minute', event_time, TIMESTAMP '1970-01-01T00:00:00') AS ws,
@@ -305,13 +316,7 @@ async fn late_events_beyond_the_bound_are_dropped_and_counted() {
     };
     let path = synthetic_file("late", cfg);
     let posts = load_posts(&path, DELAY_NS);
-    let expected_late = posts
-        .column_by_name("late")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow::array::BooleanArray>()
-        .unwrap()
-        .true_count();
+    let expected_late = late_rows(&posts);
     assert!(
         expected_late > 50,
         "the input must hold late rows ({expected_late})"
@@ -679,14 +684,7 @@ async fn session_per_keyword_with_disorder_and_late_rows() {
          FROM g GROUP BY keyword, sid",
     )
     .await;
-    let posts = load_posts(&synthetic_file("session", cfg), DELAY_NS);
-    let late = posts
-        .column_by_name("late")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow::array::BooleanArray>()
-        .unwrap()
-        .true_count();
+    let late = late_rows(&load_posts(&synthetic_file("session", cfg), DELAY_NS));
     assert!(late > 10, "the input must hold late rows ({late})");
     assert_eq!(m.late_rows as usize, late);
     assert!(m.windows_emitted > 1000, "{} sessions", m.windows_emitted);

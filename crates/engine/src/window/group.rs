@@ -95,11 +95,15 @@ impl Grouping {
             .collect()
     }
 
-    /// Reads column `map[i]` of input `schema` wherever it read column `i`.
-    pub fn remap_input(&mut self, map: &[usize], schema: &Schema) -> Result<()> {
+    /// It and `aggs` read column `map[i]` of input `schema` wherever they read column `i`
+    /// (an operator reading another plan of the same rows with more columns).
+    pub fn remap_input(&mut self, aggs: &mut [Agg], map: &[usize], schema: &Schema) -> Result<()> {
         let remap = |e: &Arc<dyn PhysicalExpr>| super::remap_columns(e, map, schema);
         self.ts_expr = remap(&self.ts_expr)?;
         self.keys = self.keys.iter().map(remap).collect::<Result<_>>()?;
+        for a in aggs {
+            a.remap_input(map, schema)?;
+        }
         Ok(())
     }
 

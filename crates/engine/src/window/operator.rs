@@ -384,11 +384,7 @@ impl SliceAggregate {
         if self.watermark != i64::MIN || !self.slices.is_empty() {
             return Err(Error::plan("internal: remapping a running window"));
         }
-        self.group.remap_input(map, schema)?;
-        for a in &mut self.aggs {
-            a.remap_input(map, schema)?;
-        }
-        Ok(())
+        self.group.remap_input(&mut self.aggs, map, schema)
     }
 
     /// Number of windows (outputs) the operator computes.

@@ -82,11 +82,12 @@ impl std::fmt::Debug for SessionAggregate {
 
 impl SessionAggregate {
     pub(super) fn new(agg: &AggregateExec, group: Grouping, gap: i64) -> Result<Self> {
-        let input_schema = super::partial_of(agg).input_schema();
-        let aggs = super::partial_of(agg)
+        let inner = super::partial_of(agg);
+        let input_schema = inner.input_schema();
+        let aggs = inner
             .aggr_expr()
             .iter()
-            .zip(super::partial_of(agg).filter_expr())
+            .zip(inner.filter_expr())
             .map(|(a, f)| Agg::new(a.clone(), f.clone(), &input_schema))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -145,11 +146,7 @@ impl SessionAggregate {
         if self.watermark != i64::MIN || !self.by_end.is_empty() {
             return Err(Error::plan("internal: remapping a running window"));
         }
-        self.group.remap_input(map, schema)?;
-        for a in &mut self.aggs {
-            a.remap_input(map, schema)?;
-        }
-        Ok(())
+        self.group.remap_input(&mut self.aggs, map, schema)
     }
 
     /// What the operator computes, as text.
@@ -203,6 +200,8 @@ impl SessionAggregate {
             .iter()
             .map(|a| a.expr.create_accumulator())
             .collect::<datafusion::common::Result<Vec<_>>>()?;
+        // Sizes are tracked by difference from here on (updates, merges, closing).
+        self.acc_bytes += accs.iter().map(|a| a.size()).sum::<usize>();
         let s = Session {
             gid,
             start,
@@ -240,7 +239,6 @@ impl SessionAggregate {
         let gap = self.gap;
         let mut slot_of = Vec::with_capacity(n);
         let mut merged: Vec<(u32, u32)> = Vec::new();
-        let mut touched: Vec<u32> = Vec::new();
         for (&g, &t) in ids.iter().zip(ts.values()) {
             let g = g as u32;
             let end = t.saturating_add(gap);
@@ -263,7 +261,6 @@ impl SessionAggregate {
                     s
                 }
             };
-            touched.push(slot);
             slot_of.push(slot);
         }
         self.ids = ids;
@@ -280,14 +277,18 @@ impl SessionAggregate {
         };
         for &(_, from) in &merged {
             let to = resolve(from);
-            let mut accs = std::mem::take(&mut self.sessions[from as usize].accs);
-            for (a, acc) in accs.iter_mut().enumerate() {
+            let accs = std::mem::take(&mut self.sessions[from as usize].accs);
+            for (a, mut acc) in accs.into_iter().enumerate() {
+                self.acc_bytes = self.acc_bytes.saturating_sub(acc.size());
                 let state = acc
                     .state()?
                     .into_iter()
                     .map(|v| v.to_array())
                     .collect::<datafusion::common::Result<Vec<_>>>()?;
-                self.sessions[to as usize].accs[a].merge_batch(&state)?;
+                let target = &mut self.sessions[to as usize].accs[a];
+                let before = target.size();
+                target.merge_batch(&state)?;
+                self.acc_bytes = (self.acc_bytes + target.size()).saturating_sub(before);
             }
             let old = self.sessions[from as usize].indexed;
             self.by_end.remove(&(old, from));
@@ -296,7 +297,8 @@ impl SessionAggregate {
         for s in &mut slot_of {
             *s = resolve(*s);
         }
-        // Rows by session, in input order within each.
+        // Rows by session, in input order within each; each session is then indexed by its
+        // new end.
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_by_key(|&i| slot_of[i as usize]);
         let mut i = 0;
@@ -329,20 +331,14 @@ impl SessionAggregate {
                 acc.update_batch(&taken)?;
                 self.acc_bytes = (self.acc_bytes + acc.size()).saturating_sub(before);
             }
+            let sess = &mut self.sessions[slot as usize];
+            if sess.indexed != sess.end {
+                self.by_end.remove(&(sess.indexed, slot));
+                sess.indexed = sess.end;
+                self.by_end.insert((sess.end, slot));
+            }
             i = j;
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for s in touched {
-            let sess = &mut self.sessions[s as usize];
-            if sess.dead || sess.indexed == sess.end {
-                continue;
-            }
-            self.by_end.remove(&(sess.indexed, s));
-            sess.indexed = sess.end;
-            self.by_end.insert((sess.end, s));
-        }
-        self.recount_bytes_if_merged(!merged.is_empty());
         self.account()
     }
 
@@ -379,24 +375,6 @@ impl SessionAggregate {
             self.sessions[next as usize].dead = true;
             self.open.remove(&(g, start));
             merged.push((s, next));
-        }
-    }
-
-    /// Accumulator sizes are tracked by difference; merges move state between sessions, so
-    /// recount then.
-    fn recount_bytes_if_merged(&mut self, merged: bool) {
-        if merged {
-            self.acc_bytes = self
-                .by_end
-                .iter()
-                .map(|&(_, s)| {
-                    self.sessions[s as usize]
-                        .accs
-                        .iter()
-                        .map(|a| a.size())
-                        .sum::<usize>()
-                })
-                .sum();
         }
     }
 
@@ -563,7 +541,8 @@ impl SessionAggregate {
             open.iter().map(|c| c.0),
         )));
         for (a, agg) in self.aggs.iter().enumerate() {
-            let width = agg.expr.state_fields()?.len();
+            let state_fields = agg.expr.state_fields()?;
+            let width = state_fields.len();
             let mut states: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(open.len()); width];
             for &(_, s) in &open {
                 // Taking the state may empty the accumulator: it is merged back into a new one.
@@ -579,7 +558,7 @@ impl SessionAggregate {
                     states[i].push(v);
                 }
             }
-            for (i, (v, f)) in states.into_iter().zip(agg.expr.state_fields()?).enumerate() {
+            for (i, (v, f)) in states.into_iter().zip(state_fields).enumerate() {
                 let array = if v.is_empty() {
                     arrow::array::new_empty_array(f.data_type())
                 } else {
@@ -628,7 +607,9 @@ impl SessionAggregate {
             .iter()
             .map(|a| Ok(a.expr.state_fields()?.len()))
             .collect::<Result<Vec<_>>>()?;
-        if b.num_columns() != nk + 2 + widths.iter().sum::<usize>() {
+        let key_types_match = (0..nk)
+            .all(|i| b.schema().field(i).data_type() == self.dict.schema.field(i).data_type());
+        if b.num_columns() != nk + 2 + widths.iter().sum::<usize>() || !key_types_match {
             return bad("has the wrong shape");
         }
         self.dict = KeyDict::new(self.dict.schema.clone())?;
@@ -641,12 +622,14 @@ impl SessionAggregate {
         if b.num_rows() > 0 {
             self.dict.intern(&b.columns()[..nk], &mut ids)?;
         }
-        let starts = b.column(nk).as_primitive::<Int64Type>().values().clone();
-        let ends = b
-            .column(nk + 1)
-            .as_primitive::<Int64Type>()
-            .values()
-            .clone();
+        let bounds = |c: usize| {
+            b.column(c)
+                .as_primitive_opt::<Int64Type>()
+                .map(|a| a.values())
+        };
+        let (Some(starts), Some(ends)) = (bounds(nk), bounds(nk + 1)) else {
+            return bad("has the wrong shape");
+        };
         for (row, &g) in ids.iter().enumerate() {
             let (start, end) = (starts[row], ends[row]);
             if end <= start {
@@ -657,13 +640,11 @@ impl SessionAggregate {
             for (a, &w) in widths.iter().enumerate() {
                 let state: Vec<ArrayRef> = (c..c + w).map(|i| b.column(i).slice(row, 1)).collect();
                 c += w;
-                self.sessions[s as usize].accs[a].merge_batch(&state)?;
+                let acc = &mut self.sessions[s as usize].accs[a];
+                let before = acc.size();
+                acc.merge_batch(&state)?;
+                self.acc_bytes = (self.acc_bytes + acc.size()).saturating_sub(before);
             }
-            self.acc_bytes += self.sessions[s as usize]
-                .accs
-                .iter()
-                .map(|a| a.size())
-                .sum::<usize>();
             self.sessions[s as usize].indexed = end;
             self.by_end.insert((end, s));
             if self.open.insert((g as u32, start), s).is_some() {

@@ -179,6 +179,25 @@ fn collect_rows(
     }
 }
 
+/// (n, nx, distinct, sum, min) of `rows`, computed directly.
+fn aggregates(rows: &[&Row]) -> (i64, i64, i64, Option<i64>, Option<i64>) {
+    let xs: Vec<i64> = rows.iter().filter_map(|r| r.x).collect();
+    let vs: std::collections::BTreeSet<&String> =
+        rows.iter().filter_map(|r| r.v.as_ref()).collect();
+    (
+        rows.len() as i64,
+        xs.len() as i64,
+        vs.len() as i64,
+        (!xs.is_empty()).then(|| xs.iter().sum()),
+        xs.iter().min().copied(),
+    )
+}
+
+/// A checkpoint's window state through JSON, as a checkpoint stores it.
+fn through_json(cp: &WindowCheckpoint) -> WindowCheckpoint {
+    serde_json::from_str(&serde_json::to_string(cp).unwrap()).unwrap()
+}
+
 /// Each window of `kind` over the on-time rows, computed directly.
 fn brute_force(kind: WindowKind, rows: &[Row]) -> Results {
     let slide = kind.slide_ns();
@@ -191,19 +210,7 @@ fn brute_force(kind: WindowKind, rows: &[Row]) -> Results {
             by_key.entry(&r.k).or_default().push(r);
         }
         for (k, rs) in by_key {
-            let xs: Vec<i64> = rs.iter().filter_map(|r| r.x).collect();
-            let vs: std::collections::BTreeSet<&String> =
-                rs.iter().filter_map(|r| r.v.as_ref()).collect();
-            out.insert(
-                (hi, k.to_string()),
-                (
-                    rs.len() as i64,
-                    xs.len() as i64,
-                    vs.len() as i64,
-                    (!xs.is_empty()).then(|| xs.iter().sum()),
-                    xs.iter().min().copied(),
-                ),
-            );
+            out.insert((hi, k.to_string()), aggregates(&rs));
         }
     }
     out
@@ -231,9 +238,7 @@ async fn run(windows: &[&str], rows: &[Row], restore_at: Option<usize>) -> Vec<R
         }
         if restore_at == Some(i) {
             let (cp, blobs) = op.snapshot().unwrap();
-            // Through JSON, as a checkpoint stores it.
-            let cp: WindowCheckpoint =
-                serde_json::from_str(&serde_json::to_string(&cp).unwrap()).unwrap();
+            let cp = through_json(&cp);
             let mut fresh = make().await;
             fresh.restore(&cp, &blobs).unwrap();
             op = fresh;
@@ -372,20 +377,7 @@ fn sessions_brute_force(rows: &[&Row]) -> Results {
     for (k, mut rs) in by_key {
         rs.sort_by_key(|r| r.ts);
         let mut flush = |rs: &[&Row]| {
-            let xs: Vec<i64> = rs.iter().filter_map(|r| r.x).collect();
-            let vs: std::collections::BTreeSet<&String> =
-                rs.iter().filter_map(|r| r.v.as_ref()).collect();
-            let end = rs.last().unwrap().ts + GAP;
-            out.insert(
-                (end, k.to_string()),
-                (
-                    rs.len() as i64,
-                    xs.len() as i64,
-                    vs.len() as i64,
-                    (!xs.is_empty()).then(|| xs.iter().sum()),
-                    xs.iter().min().copied(),
-                ),
-            );
+            out.insert((rs.last().unwrap().ts + GAP, k.to_string()), aggregates(rs));
         };
         let mut start = 0;
         for i in 1..rs.len() {
@@ -435,8 +427,7 @@ async fn run_sessions(
         collect_rows(op.advance(wm).unwrap(), 0, &mut got, false);
         if restore_at == Some(i) {
             let (cp, blobs) = op.snapshot().unwrap();
-            let cp: WindowCheckpoint =
-                serde_json::from_str(&serde_json::to_string(&cp).unwrap()).unwrap();
+            let cp = through_json(&cp);
             assert!(matches!(cp, WindowCheckpoint::Session(_)));
             let mut fresh = operator(SESSION_10S).await;
             fresh.restore(&cp, &blobs).unwrap();
@@ -553,4 +544,32 @@ async fn many_sessions_of_one_key_out_of_order() {
     assert_eq!(got.len(), 2000);
     assert!(got.values().all(|v| v.0 == 1));
     assert_eq!(op.stats().open_panes, 0);
+}
+
+/// A damaged session checkpoint (a column of the wrong type) is refused with an error.
+#[tokio::test]
+async fn a_damaged_session_checkpoint_is_an_error() {
+    let mut op = operator(SESSION_10S).await;
+    op.process(&batch(&session_rows(3)[..40])).unwrap();
+    let (cp, blobs) = op.snapshot().unwrap();
+    let b = &blobs[0];
+    let mut cols = b.columns().to_vec();
+    let mut fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    // The start column (after the key) as strings.
+    cols[1] = Arc::new(StringArray::from_iter_values(
+        (0..b.num_rows()).map(|i| i.to_string()),
+    ));
+    fields[1] = Field::new("start", DataType::Utf8, false);
+    let damaged = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    let e = operator(SESSION_10S)
+        .await
+        .restore(&cp, &[damaged])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wrong shape"), "{e}");
 }
