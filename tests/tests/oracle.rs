@@ -621,6 +621,37 @@ async fn cumulate_counts_distinct_and_min_per_keyword() {
     .await;
 }
 
+/// Aggregates that cannot be subtracted (`avg`, `bit_xor`, `approx_distinct`), over a window
+/// 30 slides wide on shuffled input: their windows come from sparse two-stacks of slice states
+/// (prefixes of the newest slices, suffixes of the oldest, flipped every 30 slides).
+#[tokio::test]
+async fn two_stacks_over_a_wide_hop() {
+    let cfg = GeneratorConfig {
+        out_of_order_ns: 4_000_000_000,
+        ..standard_config()
+    };
+    let ks: Vec<String> = (0..30).map(|k| format!("({k})")).collect();
+    check(
+        "stacks",
+        cfg,
+        "INSERT INTO out SELECT win['end'], lang, mean, x, approx FROM (
+           SELECT coalesce(langs[1], 'none') AS lang, avg(character_length(text)) AS mean,
+                  bit_xor(character_length(text)) AS x, approx_distinct(did) AS approx,
+                  hop(INTERVAL '1' MINUTE, INTERVAL '30' MINUTE) AS win
+           FROM posts GROUP BY lang, win)",
+        &format!(
+            "WITH p AS (
+                SELECT posts.*, to_timestamp_nanos((CAST(event_time AS BIGINT) / 60000000000 - k) * 60000000000 + 1800000000000) AS we
+                FROM posts CROSS JOIN (VALUES {}) AS ks(k) WHERE NOT late)
+             SELECT we, coalesce(langs[1], 'none') AS lang, avg(character_length(text)),
+                    bit_xor(character_length(text)), approx_distinct(did)
+             FROM p GROUP BY we, lang",
+            ks.join(", ")
+        ),
+    )
+    .await;
+}
+
 /// The trend query's shape, where the window operator does the work of the plan above it: a
 /// filtered recent window (HAVING evaluated in the window) inner-joined on every key with a
 /// wider window of the same slices (emitted only for the recent window's keys), and an

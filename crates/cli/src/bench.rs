@@ -26,7 +26,8 @@ pub struct BenchArgs {
     seed: u64,
     /// Which pipeline: `top20` (the windowed keyword count and top-20), `count` (without the
     /// top-20), `hashtags` (hop(1 min, 5 min) count and count(DISTINCT did) per hashtag),
-    /// `trends` (the full trend query of sql/trends.sql: four windows, joins, scoring),
+    /// `merged` (the same window with avg and stddev: two-stacks), `trends` (the full
+    /// trend query of sql/trends.sql: four windows, joins, scoring),
     /// `keywords` (parse and tokenize only) or `parse` (decode only).
     #[arg(long, default_value = "top20")]
     query: String,
@@ -43,8 +44,8 @@ pub struct BenchArgs {
     /// then the whole process's.
     #[arg(long)]
     jsonl: Option<std::path::PathBuf>,
-    /// Width of the `hashtags` query's hop window in minutes (it slides by 1 minute): the
-    /// cost of a slide should not grow with it (compare 5 and 1440).
+    /// Width of the `hashtags` and `merged` queries' hop window in minutes (it slides by 1
+    /// minute): the cost of a slide should not grow with it (compare 5 and 1440).
     #[arg(long, default_value_t = 5)]
     width: u32,
 }
@@ -95,6 +96,18 @@ CREATE TABLE out WITH (connector = 'memory');
 INSERT INTO out SELECT tag, count(*) AS n, count(DISTINCT did) AS authors,
        hop(INTERVAL '1' MINUTE, INTERVAL '{width}' MINUTE) AS win
 FROM (SELECT did, unnest(hashtags) AS tag, event_time FROM posts)
+GROUP BY tag, win;";
+
+/// The same window over aggregates that cannot be subtracted (`avg`, `stddev`): their
+/// windows come from two-stacks of slice states, whose cost per slide should not grow with
+/// `{width}` either.
+const MERGED_SQL: &str = "
+CREATE TABLE posts (WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND)
+WITH (connector = 'bench_lines');
+CREATE TABLE out WITH (connector = 'memory');
+INSERT INTO out SELECT tag, avg(character_length(text)) AS mean_len, stddev(character_length(text)) AS sd_len,
+       hop(INTERVAL '1' MINUTE, INTERVAL '{width}' MINUTE) AS win
+FROM (SELECT text, unnest(hashtags) AS tag, event_time FROM posts)
 GROUP BY tag, win;";
 
 const PARSE_SQL: &str = "
@@ -149,6 +162,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     let mut opts = skystream_sql::PlanOptions::default();
     let hashtags = HASHTAGS_SQL.replace("{width}", &args.width.max(1).to_string());
+    let merged = MERGED_SQL.replace("{width}", &args.width.max(1).to_string());
     let sql = match args.query.as_str() {
         "top20" => top20.as_str(),
         "parse" => PARSE_SQL,
@@ -156,6 +170,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "count" => COUNT_SQL,
         "tumble" => TUMBLE_SQL,
         "hashtags" => hashtags.as_str(),
+        "merged" => merged.as_str(),
         "trends" => {
             opts.tables = crate::shipped::in_memory(
                 [("connector".to_string(), "bench_lines".to_string())].into(),
@@ -164,7 +179,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             trends.as_str()
         }
         other => bail!(
-            "unknown --query '{other}' (top20, count, hashtags, trends, tumble, keywords, parse)"
+            "unknown --query '{other}' (top20, count, hashtags, merged, trends, tumble, keywords, parse)"
         ),
     };
     let generate = |sink: &mut dyn FnMut(&[u8]) -> Result<()>| -> Result<(u64, usize)> {

@@ -328,7 +328,11 @@ impl SliceAggregate {
             o.member_pos.clear();
             o.emitted.clear();
             o.emitted_end = i64::MIN;
-            o.running = o.aggs.iter().map(|&a| running_for(&self.aggs[a])).collect();
+            o.running = o
+                .aggs
+                .iter()
+                .map(|&a| running_for(&self.aggs[a], o.kind))
+                .collect();
             o.evicted_below = ev;
             o.grow(n);
         }

@@ -6,8 +6,9 @@
 //! the slice is complete: every window of the operator gains it and loses the slices it no
 //! longer reaches, and the windows ending there are emitted. Counts and integer sums are
 //! running totals (subtract-on-evict), `count(DISTINCT)` keeps one entry per live (key, value)
-//! pair, and other DataFusion aggregates merge their per-slice states ([`slices`]), so the cost
-//! of a slide does not grow with `width / slide` for the first two.
+//! pair, `min`/`max` a monotonic deque per key, and any other DataFusion aggregate sparse
+//! two-stacks of its per-slice states ([`slices`], [`stacks`]), so the cost of a slide does not
+//! grow with `width / slide` for any of them.
 //!
 //! One operator computes every window of a query over the same rows, keys, event time and
 //! slide ([`WindowAggregate::fuse`]): trends.sql's 5-minute and 65-minute windows read one set
@@ -23,6 +24,7 @@ pub mod kind;
 mod operator;
 mod session;
 mod slices;
+mod stacks;
 mod topk;
 
 #[cfg(test)]

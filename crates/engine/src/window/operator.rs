@@ -21,6 +21,7 @@ use super::dict::KeyDict;
 use super::group::{Grouping, MemoryCharge};
 use super::kind::WindowKind;
 use super::slices::{Agg, AggImpl, PairStore, Part, Slice, count_into, counted_rows, sum_into};
+use super::stacks::Stacks;
 use super::topk::EmitLimit;
 use super::{partial_of, window_fields};
 use crate::{Error, Result};
@@ -39,7 +40,9 @@ pub(super) enum Running {
         best: Vec<VecDeque<(i64, ScalarValue)>>,
         entries: usize,
     },
-    /// Merged from the window's slices when it is emitted.
+    /// Any other aggregate over several slices: sparse two-stacks of slice states.
+    Stacks(Box<Stacks>),
+    /// A one-slice window: its slice's state, read when it is emitted.
     Merge,
 }
 
@@ -52,6 +55,7 @@ impl Running {
                 best.capacity() * size_of::<VecDeque<(i64, ScalarValue)>>()
                     + entries * (size_of::<(i64, ScalarValue)>() + 16)
             }
+            Running::Stacks(s) => s.bytes(),
             Running::Merge => 0,
         }
     }
@@ -106,6 +110,7 @@ impl Output {
                     c.resize(n, 0);
                 }
                 Running::Extreme { best, .. } => best.resize_with(n, VecDeque::new),
+                Running::Stacks(s) => s.grow(n),
                 Running::Merge => {}
             }
         }
@@ -164,6 +169,10 @@ impl Output {
                         sum[g as usize] = sum[g as usize].wrapping_add(sign.wrapping_mul(s));
                         n[g as usize] += sign * c;
                     }
+                }
+                // Stacks leave in `SliceAggregate::step` (a flip reads every slice).
+                (Running::Stacks(st), Part::States(states)) if sign > 0 => {
+                    st.enter(index, &slice.gids, states)?;
                 }
                 (Running::Extreme { best, entries, .. }, _) if sign < 0 => {
                     for &g in &slice.gids {
@@ -295,7 +304,7 @@ impl SliceAggregate {
             aggs.push(agg);
         }
         let n_aggs = aggs.len();
-        let running = aggs.iter().map(running_for).collect();
+        let running = aggs.iter().map(|a| running_for(a, kind)).collect();
         Ok(Self {
             slide_ns: kind.slide_ns(),
             dict: KeyDict::new(group.key_schema.clone())?,
@@ -370,7 +379,11 @@ impl SliceAggregate {
         let mut at = Vec::new();
         for mut o in other.outputs {
             o.aggs = o.aggs.iter().map(|&a| map[a]).collect();
-            o.running = o.aggs.iter().map(|&a| running_for(&self.aggs[a])).collect();
+            o.running = o
+                .aggs
+                .iter()
+                .map(|&a| running_for(&self.aggs[a], o.kind))
+                .collect();
             at.push(self.outputs.len());
             self.outputs.push(o);
         }
@@ -497,7 +510,8 @@ impl SliceAggregate {
                     AggImpl::Count | AggImpl::SumInt => "running",
                     AggImpl::Distinct(_) => "last-seen pairs",
                     AggImpl::Merge if self.aggs[a].extreme().is_some() => "monotonic deque",
-                    AggImpl::Merge => "merged per window",
+                    AggImpl::Merge if self.outputs[o].kind.span() > 1 => "two-stacks",
+                    AggImpl::Merge => "slice state",
                 };
                 format!("{} [{how}]", self.aggs[a].expr.name())
             })
@@ -749,6 +763,11 @@ impl SliceAggregate {
                 continue;
             }
             let o = &mut self.outputs[oi];
+            for (r, &a) in o.running.iter_mut().zip(&o.aggs) {
+                if let Running::Stacks(st) = r {
+                    st.evict(&self.slices, a, from, first)?;
+                }
+            }
             for (&q, slice) in self.slices.range(from..first) {
                 o.apply(slice, q, -1)?;
                 for (r, &a) in o.running.iter_mut().zip(&o.aggs) {
@@ -850,10 +869,15 @@ impl SliceAggregate {
             }
             None => {
                 let mut m = o.members.clone();
-                m.sort_unstable();
+                // Keys go out in id order (first seen first). With a HAVING or a top-K, only
+                // the keys kept are sorted, below.
+                if o.having.is_none() && o.emit_limit.is_none() {
+                    m.sort_unstable();
+                }
                 m
             }
         };
+        let sort_kept = o.restrict.is_none() && (o.having.is_some() || o.emit_limit.is_some());
         let kind = o.kind;
         let first = kind.first_slice(e);
         if gids.is_empty() {
@@ -925,6 +949,16 @@ impl SliceAggregate {
             values = values
                 .iter()
                 .map(|v| take(v, &k, None))
+                .collect::<Result<Vec<_>, _>>()?;
+        }
+        if sort_kept && !gids.is_sorted() {
+            let mut order: Vec<u32> = (0..gids.len() as u32).collect();
+            order.sort_unstable_by_key(|&i| gids[i as usize]);
+            gids = order.iter().map(|&i| gids[i as usize]).collect();
+            let order = UInt32Array::from(order);
+            values = values
+                .iter()
+                .map(|v| take(v, &order, None))
                 .collect::<Result<Vec<_>, _>>()?;
         }
         let rows = gids.len();
@@ -1034,6 +1068,7 @@ impl SliceAggregate {
                             .map_or_else(|| null.clone(), |e| e.1.clone())
                     }))?
                 }
+                Running::Stacks(st) => st.values(gids)?,
                 Running::Merge => {
                     let v = take(&merged_values[next_merged], &idx, None)?;
                     next_merged += 1;
@@ -1119,6 +1154,7 @@ impl SliceAggregate {
                         }
                         *best = new;
                     }
+                    Running::Stacks(st) => st.remap_keys(remap, live),
                     Running::Merge => {}
                 }
             }
@@ -1174,8 +1210,8 @@ impl SliceAggregate {
     }
 }
 
-/// The running state an output keeps for aggregate `a`.
-pub(super) fn running_for(a: &Agg) -> Running {
+/// The running state a window of `kind` keeps for aggregate `a`.
+pub(super) fn running_for(a: &Agg, kind: WindowKind) -> Running {
     match a.imp {
         AggImpl::Count | AggImpl::Distinct(_) => Running::Ints(Vec::new()),
         AggImpl::SumInt => Running::Sum {
@@ -1188,6 +1224,7 @@ pub(super) fn running_for(a: &Agg) -> Running {
                 best: Vec::new(),
                 entries: 0,
             },
+            None if kind.span() > 1 => Running::Stacks(Box::new(Stacks::new(a))),
             None => Running::Merge,
         },
     }

@@ -11,9 +11,10 @@
 //!   enters with a slice while its last sighting is outside the window, and uncounts it when
 //!   the slice of its last sighting leaves. One entry per live pair, not a set per key per
 //!   slice;
+//! * **min / max** — per window and key, a monotonic deque of the slices' values;
 //! * **any other DataFusion aggregate** — its `GroupsAccumulator` per slice, frozen into its
-//!   state arrays when the slice completes and merged over the window's slices when the window
-//!   is emitted.
+//!   state arrays when the slice completes; a window spanning several slices keeps them in
+//!   sparse two-stacks ([`super::stacks`]), a one-slice window reads its slice's state.
 
 use std::sync::Arc;
 
@@ -119,14 +120,7 @@ impl Agg {
     }
 
     pub fn accumulator(&self) -> Result<Box<dyn GroupsAccumulator>> {
-        if self.expr.groups_accumulator_supported() {
-            Ok(self.expr.create_groups_accumulator()?)
-        } else {
-            let e = self.expr.clone();
-            Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
-                e.create_accumulator()
-            })))
-        }
+        accumulator_of(&self.expr)
     }
 
     /// An empty part of a new slice.
@@ -140,6 +134,20 @@ impl Agg {
             AggImpl::Distinct(_) => Part::Pairs(Vec::new()),
             AggImpl::Merge => Part::Acc(self.accumulator()?),
         })
+    }
+}
+
+/// A new groups accumulator of `expr` (DataFusion's adapter for aggregates without one).
+pub(super) fn accumulator_of(
+    expr: &Arc<AggregateFunctionExpr>,
+) -> Result<Box<dyn GroupsAccumulator>> {
+    if expr.groups_accumulator_supported() {
+        Ok(expr.create_groups_accumulator()?)
+    } else {
+        let e = expr.clone();
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            e.create_accumulator()
+        })))
     }
 }
 
@@ -379,14 +387,34 @@ impl PairStore {
         if n == 0 {
             return Ok(());
         }
-        // Rows starting a run of equal values.
+        // Rows starting a run of equal values: each row against the one before it, in one
+        // vectorised comparison.
         self.runs.clear();
         self.runs.push(0);
-        let cmp =
-            arrow::array::make_comparator(values.as_ref(), values.as_ref(), Default::default())?;
-        for i in 1..n {
-            if cmp(i - 1, i) != std::cmp::Ordering::Equal {
-                self.runs.push(i as u32);
+        if n > 1 {
+            let (next, prev) = (values.slice(1, n - 1), values.slice(0, n - 1));
+            match arrow::compute::kernels::cmp::distinct(&next, &prev) {
+                Ok(changed) => {
+                    let changed = match changed.nulls() {
+                        Some(nulls) => changed.values() & nulls.inner(),
+                        None => changed.values().clone(),
+                    };
+                    self.runs
+                        .extend(changed.set_indices().map(|i| i as u32 + 1));
+                }
+                // Types the kernel does not compare (nested ones): row by row.
+                Err(_) => {
+                    let cmp = arrow::array::make_comparator(
+                        values.as_ref(),
+                        values.as_ref(),
+                        Default::default(),
+                    )?;
+                    self.runs.extend(
+                        (1..n)
+                            .filter(|&i| cmp(i - 1, i) != std::cmp::Ordering::Equal)
+                            .map(|i| i as u32),
+                    );
+                }
             }
         }
         let firsts = arrow::compute::take(
@@ -436,7 +464,9 @@ impl PairStore {
             .collect();
         let vmap = self.values.compact(&live_values)?;
         let mut remap = vec![u32::MAX; self.len()];
-        let mut map = hashbrown::HashMap::with_capacity(live.len());
+        // Room for what the store may reach before the next compaction (see
+        // `SliceAggregate::maybe_compact`): the map is not rehashed while it grows.
+        let mut map = hashbrown::HashMap::with_capacity(2 * live.len() + 4096);
         let (mut gid, mut vid, mut last, mut seen_in) = (
             Vec::with_capacity(live.len()),
             Vec::with_capacity(live.len()),

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use arrow::array::{
     Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampNanosecondType};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampNanosecondType,
+};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -63,7 +65,7 @@ async fn operator(window: &str) -> WindowAggregate {
     ctx.register_table("t", Arc::new(t)).unwrap();
     let sql = format!(
         "SELECT k, count(*) AS n, count(x) AS nx, count(DISTINCT v) AS d, sum(x) AS s, min(x) AS lo, \
-         {window} AS w FROM t GROUP BY k, w"
+         bit_xor(x) AS xr, avg(x) AS av, {window} AS w FROM t GROUP BY k, w"
     );
     let plan = ctx
         .sql(&sql)
@@ -127,9 +129,21 @@ fn batch(rows: &[Row]) -> RecordBatch {
     .unwrap()
 }
 
-/// (end, key) -> (n, nx, distinct, sum, min), as the operator emitted (its columns: the group
-/// columns `k`, `w`, then the aggregates).
-type Results = BTreeMap<(i64, String), (i64, i64, i64, Option<i64>, Option<i64>)>;
+/// What the test query computes of a window's rows: n, nx, distinct, sum, min (running totals,
+/// last-seen pairs, a monotonic deque) and bit_xor, avg (two-stacks of DataFusion's states).
+type Aggs = (
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<f64>,
+);
+
+/// (end, key) -> aggregates, as the operator emitted (its columns: the group columns `k`, `w`,
+/// then the aggregates).
+type Results = BTreeMap<(i64, String), Aggs>;
 
 fn collect(out: Vec<(i64, usize, RecordBatch)>, want: usize, into: &mut Results) {
     collect_rows(out, want, into, true)
@@ -168,6 +182,11 @@ fn collect_rows(
                     int(4, i).unwrap(),
                     int(5, i),
                     int(6, i),
+                    int(7, i),
+                    {
+                        let a = b.column(8).as_primitive::<Float64Type>();
+                        a.is_valid(i).then(|| a.value(i))
+                    },
                 ),
             );
             assert!(
@@ -179,8 +198,8 @@ fn collect_rows(
     }
 }
 
-/// (n, nx, distinct, sum, min) of `rows`, computed directly.
-fn aggregates(rows: &[&Row]) -> (i64, i64, i64, Option<i64>, Option<i64>) {
+/// The aggregates of `rows`, computed directly.
+fn aggregates(rows: &[&Row]) -> Aggs {
     let xs: Vec<i64> = rows.iter().filter_map(|r| r.x).collect();
     let vs: std::collections::BTreeSet<&String> =
         rows.iter().filter_map(|r| r.v.as_ref()).collect();
@@ -190,6 +209,8 @@ fn aggregates(rows: &[&Row]) -> (i64, i64, i64, Option<i64>, Option<i64>) {
         vs.len() as i64,
         (!xs.is_empty()).then(|| xs.iter().sum()),
         xs.iter().min().copied(),
+        (!xs.is_empty()).then(|| xs.iter().fold(0, |a, x| a ^ x)),
+        (!xs.is_empty()).then(|| xs.iter().sum::<i64>() as f64 / xs.len() as f64),
     )
 }
 
@@ -297,11 +318,11 @@ async fn fused_windows_share_slices() {
     let other = operator(HOP20).await;
     assert_eq!(op.slice_signature(), other.slice_signature());
     assert_eq!(op.fuse(other).unwrap(), vec![1]);
-    // The five aggregates are shared, not repeated.
+    // The seven aggregates are shared, not repeated.
     let WindowAggregate::Slices(s) = &op else {
         panic!("a slice operator")
     };
-    assert_eq!(s.aggs.len(), 5);
+    assert_eq!(s.aggs.len(), 7);
     check(&[HOP5, HOP20, CUMULATE], None).await;
 }
 
@@ -510,7 +531,11 @@ async fn a_bridging_row_merges_two_sessions() {
     assert!(op.advance(24 * S).unwrap().is_empty());
     let mut got = Results::new();
     collect_rows(op.advance(25 * S).unwrap(), 0, &mut got, false);
-    let want: Results = [((25 * S, "a".to_string()), (3, 3, 3, Some(6), Some(1)))].into();
+    let want: Results = [(
+        (25 * S, "a".to_string()),
+        (3, 3, 3, Some(6), Some(1), Some(0), Some(2.0)),
+    )]
+    .into();
     assert_eq!(got, want);
     assert_eq!(op.stats().open_panes, 0);
     // A row at the old session's end starts a new one (the gap is exclusive).
