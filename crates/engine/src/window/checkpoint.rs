@@ -264,6 +264,11 @@ impl SliceAggregate {
                     continue;
                 }
                 slice.parts[a] = match agg.imp {
+                    // Kept by the slice's rows (a checkpoint of an older build stored it).
+                    AggImpl::Rows => {
+                        col(&mut c)?;
+                        Part::Freed
+                    }
                     AggImpl::Count => Part::Ints(ints(col(&mut c)?)),
                     AggImpl::SumInt => Part::Sum {
                         sum: ints(col(&mut c)?),

@@ -28,6 +28,8 @@ use crate::{Error, Result};
 
 /// A window's running value of one aggregate, by dictionary id.
 pub(super) enum Running {
+    /// `count(*)`: the output's `rows`.
+    Rows,
     /// Counts and distinct counts.
     Ints(Vec<i64>),
     /// Integer sums and how many values each holds (none: NULL).
@@ -56,7 +58,7 @@ impl Running {
                     + entries * (size_of::<(i64, ScalarValue)>() + 16)
             }
             Running::Stacks(s) => s.bytes(),
-            Running::Merge => 0,
+            Running::Rows | Running::Merge => 0,
         }
     }
 }
@@ -80,6 +82,9 @@ pub(super) struct Output {
     pub emit_limit: Option<EmitLimit>,
     /// A predicate on the aggregate columns: only keys passing it are emitted (HAVING).
     pub having: Option<Arc<dyn PhysicalExpr>>,
+    /// Lower bounds the HAVING puts on running counts (aggregate position, least value): keys
+    /// below one are dropped before any value is materialised.
+    pub floors: Vec<(usize, i64)>,
     /// Emit only keys another output emitted for the same end (an inner join on all keys).
     pub restrict: Option<usize>,
     /// Keys emitted for `emitted_end` (read by outputs restricted to this one).
@@ -111,7 +116,7 @@ impl Output {
                 }
                 Running::Extreme { best, .. } => best.resize_with(n, VecDeque::new),
                 Running::Stacks(s) => s.grow(n),
-                Running::Merge => {}
+                Running::Rows | Running::Merge => {}
             }
         }
     }
@@ -327,6 +332,7 @@ impl SliceAggregate {
                 evicted_below: i64::MIN,
                 emit_limit: None,
                 having: None,
+                floors: Vec::new(),
                 restrict: None,
                 emitted: Vec::new(),
                 emitted_end: i64::MIN,
@@ -408,7 +414,25 @@ impl SliceAggregate {
     /// Output `o` emits only the keys that pass `predicate`, an expression over its output
     /// columns that reads only aggregate columns (and the window): a HAVING above the window.
     pub fn filter_emission(&mut self, o: usize, predicate: Arc<dyn PhysicalExpr>) {
-        self.outputs[o].having = Some(predicate);
+        let group_cols = self.group.keys.len() + 1;
+        let out = &mut self.outputs[o];
+        out.floors = count_floors(&predicate, group_cols)
+            .into_iter()
+            .filter(|(k, _)| {
+                matches!(
+                    (
+                        out.running.get(*k),
+                        out.aggs.get(*k).map(|&a| self.aggs[a].imp)
+                    ),
+                    (Some(Running::Rows), _)
+                        | (
+                            Some(Running::Ints(_)),
+                            Some(AggImpl::Count | AggImpl::Distinct(_))
+                        )
+                )
+            })
+            .collect();
+        out.having = Some(predicate);
     }
 
     /// Output `o` emits, at each window end, only the keys output `by` emitted for that end.
@@ -507,7 +531,7 @@ impl SliceAggregate {
             .iter()
             .map(|&a| {
                 let how = match self.aggs[a].imp {
-                    AggImpl::Count | AggImpl::SumInt => "running",
+                    AggImpl::Rows | AggImpl::Count | AggImpl::SumInt => "running",
                     AggImpl::Distinct(_) => "last-seen pairs",
                     AggImpl::Merge if self.aggs[a].extreme().is_some() => "monotonic deque",
                     AggImpl::Merge if self.outputs[o].kind.span() > 1 => "two-stacks",
@@ -657,6 +681,7 @@ impl SliceAggregate {
             .zip(filters)
         {
             match (agg.imp, part) {
+                (AggImpl::Rows, _) => {}
                 (AggImpl::Count, Part::Ints(v)) => {
                     let mask = counted_rows(a, f.as_ref());
                     count_into(v, groups, locals, mask.as_ref());
@@ -878,6 +903,13 @@ impl SliceAggregate {
             }
         };
         let sort_kept = o.restrict.is_none() && (o.having.is_some() || o.emit_limit.is_some());
+        for &(k, least) in &o.floors {
+            match &o.running[k] {
+                Running::Rows => gids.retain(|&g| o.rows[g as usize] >= least),
+                Running::Ints(v) => gids.retain(|&g| v[g as usize] >= least),
+                _ => {}
+            }
+        }
         let kind = o.kind;
         let first = kind.first_slice(e);
         if gids.is_empty() {
@@ -1052,6 +1084,9 @@ impl SliceAggregate {
         let mut cols = Vec::with_capacity(o.aggs.len());
         for (r, &a) in o.running.iter().zip(&o.aggs) {
             cols.push(match r {
+                Running::Rows => Arc::new(Int64Array::from_iter_values(
+                    gids.iter().map(|&g| o.rows[g as usize]),
+                )) as ArrayRef,
                 Running::Ints(v) => Arc::new(Int64Array::from_iter_values(
                     gids.iter().map(|&g| v[g as usize]),
                 )) as ArrayRef,
@@ -1102,8 +1137,7 @@ impl SliceAggregate {
         }
         for d in 0..self.pairs.len() {
             let p = &self.pairs[d];
-            if (self.slices.is_empty() && p.len() > 0) || p.len() >= 2 * p.live_after_compact + 4096
-            {
+            if (self.slices.is_empty() && p.len() > 0) || p.len() >= p.compact_at() {
                 self.compact_pairs(d, None)?;
             }
         }
@@ -1155,7 +1189,7 @@ impl SliceAggregate {
                         *best = new;
                     }
                     Running::Stacks(st) => st.remap_keys(remap, live),
-                    Running::Merge => {}
+                    Running::Rows | Running::Merge => {}
                 }
             }
             for g in o.members.iter_mut() {
@@ -1210,9 +1244,59 @@ impl SliceAggregate {
     }
 }
 
+/// The lower bounds a predicate over a window's output puts on its aggregate columns: its
+/// conjuncts `column >= n` / `column > n` (or mirrored) on columns from `group_cols` on, as
+/// (aggregate position, least value). Other conjuncts are ignored: the predicate itself is
+/// still evaluated on the keys that pass these.
+fn count_floors(pred: &Arc<dyn PhysicalExpr>, group_cols: usize) -> Vec<(usize, i64)> {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    let Some(b) = pred.downcast_ref::<BinaryExpr>() else {
+        return Vec::new();
+    };
+    if *b.op() == Operator::And {
+        let mut v = count_floors(b.left(), group_cols);
+        v.extend(count_floors(b.right(), group_cols));
+        return v;
+    }
+    let int = |e: &Arc<dyn PhysicalExpr>| -> Option<i64> {
+        let v = e
+            .downcast_ref::<Literal>()?
+            .value()
+            .cast_to(&arrow::datatypes::DataType::Int64);
+        match v.ok()? {
+            ScalarValue::Int64(Some(n)) => Some(n),
+            _ => None,
+        }
+    };
+    let col = |e: &Arc<dyn PhysicalExpr>| {
+        e.downcast_ref::<Column>()
+            .map(|c| c.index())
+            .filter(|&i| i >= group_cols)
+            .map(|i| i - group_cols)
+    };
+    let bound = match (
+        b.op(),
+        col(b.left()),
+        int(b.right()),
+        int(b.left()),
+        col(b.right()),
+    ) {
+        (Operator::GtEq, Some(k), Some(n), ..) | (Operator::LtEq, .., Some(n), Some(k)) => {
+            Some((k, n))
+        }
+        (Operator::Gt, Some(k), Some(n), ..) | (Operator::Lt, .., Some(n), Some(k)) => {
+            n.checked_add(1).map(|n| (k, n))
+        }
+        _ => None,
+    };
+    bound.into_iter().collect()
+}
+
 /// The running state a window of `kind` keeps for aggregate `a`.
 pub(super) fn running_for(a: &Agg, kind: WindowKind) -> Running {
     match a.imp {
+        AggImpl::Rows => Running::Rows,
         AggImpl::Count | AggImpl::Distinct(_) => Running::Ints(Vec::new()),
         AggImpl::SumInt => Running::Sum {
             sum: Vec::new(),
@@ -1252,5 +1336,58 @@ impl SliceAggregate {
     /// Number of group keys besides the window.
     pub fn key_count(&self) -> usize {
         self.group.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+
+    use super::*;
+
+    fn bin(
+        l: Arc<dyn PhysicalExpr>,
+        op: Operator,
+        r: Arc<dyn PhysicalExpr>,
+    ) -> Arc<dyn PhysicalExpr> {
+        Arc::new(BinaryExpr::new(l, op, r))
+    }
+    fn col(i: usize) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new("c", i))
+    }
+    fn lit(v: ScalarValue) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Literal::new(v))
+    }
+
+    /// `n >= 8 AND 3 <= d AND n > x AND k = 'a' AND m > 4` over group columns 0..2: bounds on
+    /// aggregate columns from literals only.
+    #[test]
+    fn count_floors_of_a_having() {
+        let p = bin(
+            bin(
+                bin(col(2), Operator::GtEq, lit(ScalarValue::Int64(Some(8)))),
+                Operator::And,
+                bin(lit(ScalarValue::Int32(Some(3))), Operator::LtEq, col(3)),
+            ),
+            Operator::And,
+            bin(
+                bin(
+                    bin(col(2), Operator::Gt, col(4)),
+                    Operator::And,
+                    bin(col(0), Operator::Eq, lit(ScalarValue::from("a"))),
+                ),
+                Operator::And,
+                bin(col(5), Operator::Gt, lit(ScalarValue::Int64(Some(4)))),
+            ),
+        );
+        assert_eq!(count_floors(&p, 2), vec![(0, 8), (1, 3), (3, 5)]);
+        // A disjunction bounds nothing.
+        let or = bin(
+            bin(col(2), Operator::GtEq, lit(ScalarValue::Int64(Some(8)))),
+            Operator::Or,
+            bin(col(3), Operator::GtEq, lit(ScalarValue::Int64(Some(3)))),
+        );
+        assert!(count_floors(&or, 2).is_empty());
     }
 }

@@ -381,7 +381,7 @@ async fn state_is_bounded_by_the_widest_window() {
     let WindowAggregate::Slices(s) = &op else {
         panic!("a slice operator")
     };
-    assert!(s.pairs[0].len() < 300 * 6 * 2 + 4096 * 2);
+    assert!(s.pairs[0].len() < 300 * 6 * super::slices::PAIR_GROWTH + 4096 * 2);
 }
 
 const SESSION_10S: &str = "session(INTERVAL '10' SECOND, ts)";
