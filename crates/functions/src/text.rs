@@ -100,6 +100,12 @@ fn script(c: char) -> Script {
     }
 }
 
+/// Letters of the CJK blocks that are all letters (ideographs, kana), answered without the
+/// Unicode tables: `char::is_alphanumeric` searches them for every character of CJK text.
+fn is_cjk_letter(c: char) -> bool {
+    matches!(c as u32, 0x4E00..=0x9FFF | 0x3041..=0x3096 | 0x30A1..=0x30FA)
+}
+
 /// Calls `emit` with each keyword of `text`, in order (duplicates included).
 pub fn for_each_keyword(text: &str, stop: Stopwords, mut emit: impl FnMut(&str)) {
     let mut buf = String::new();
@@ -120,7 +126,9 @@ pub fn for_each_keyword(text: &str, stop: Stopwords, mut emit: impl FnMut(&str))
         } else if chunk.chars().any(|c| script(c) != Script::Other) {
             // UAX #29 would cut Han text into single characters: split on punctuation only and
             // let `unicode_word` form script runs and bigrams.
-            for piece in chunk.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '_')) {
+            for piece in chunk.split(|c: char| {
+                !(is_cjk_letter(c) || c.is_alphanumeric() || c == '\'' || c == '_')
+            }) {
                 if !piece.is_empty() {
                     unicode_word(piece, stop, &mut buf, &mut emit);
                 }
@@ -279,6 +287,15 @@ mod tests {
 
     fn kw(t: &str) -> Vec<String> {
         keywords(t, Stopwords::ALL)
+    }
+
+    #[test]
+    fn cjk_letters_are_alphanumeric() {
+        // The shortcut must not change which characters split a chunk.
+        let all = (0..=0x10FFFFu32).filter_map(char::from_u32);
+        for c in all.filter(|&c| is_cjk_letter(c)) {
+            assert!(c.is_alphanumeric(), "{c:?} (U+{:04X})", c as u32);
+        }
     }
 
     #[test]

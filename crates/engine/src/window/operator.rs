@@ -260,6 +260,8 @@ pub struct SliceAggregate {
     local_ids: Vec<usize>,
     /// Dictionary id -> group of the window being merged (`u32::MAX`: not in it).
     pub(super) window_map: Vec<u32>,
+    /// A closed slice's local map, every entry unset, for the next slice.
+    spare_local: Vec<u32>,
     memory: MemoryCharge,
     stop: Option<crate::stop::StopHandle>,
 }
@@ -345,6 +347,7 @@ impl SliceAggregate {
             ids: Vec::new(),
             local_ids: Vec::new(),
             window_map: Vec::new(),
+            spare_local: Vec::new(),
             memory: MemoryCharge::default(),
             stop: None,
         })
@@ -484,7 +487,7 @@ impl SliceAggregate {
             + self.slices.values().map(Slice::bytes).sum::<usize>()
             + self.outputs.iter().map(Output::bytes).sum::<usize>()
             + (self.ids.capacity() + self.local_ids.capacity()) * size_of::<usize>()
-            + self.window_map.capacity() * size_of::<u32>()
+            + (self.window_map.capacity() + self.spare_local.capacity()) * size_of::<u32>()
     }
 
     /// Brings the reservation in line with the state's size.
@@ -664,7 +667,9 @@ impl SliceAggregate {
         filters: &[Option<BooleanArray>],
     ) -> Result<()> {
         if !self.slices.contains_key(&p) {
-            self.slices.insert(p, Slice::new(&self.aggs)?);
+            let mut slice = Slice::new(&self.aggs)?;
+            slice.local = std::mem::take(&mut self.spare_local);
+            self.slices.insert(p, slice);
         }
         let slice = self.slices.get_mut(&p).expect("inserted above");
         if !slice.open {
@@ -813,7 +818,10 @@ impl SliceAggregate {
         // The slice ending here is complete: every window gains it.
         let p = e - 1;
         if let Some(slice) = self.slices.get_mut(&p) {
-            slice.close()?;
+            let local = slice.close()?;
+            if local.capacity() > self.spare_local.capacity() {
+                self.spare_local = local;
+            }
             let slice = self.slices.get_mut(&p).expect("present");
             for (a, agg) in self.aggs.iter().enumerate() {
                 let (AggImpl::Distinct(d), Part::Pairs(list)) = (agg.imp, &mut slice.parts[a])
@@ -1129,6 +1137,11 @@ impl SliceAggregate {
             }
             let live: Vec<u32> = (0..len as u32).filter(|&g| live_mark[g as usize]).collect();
             let remap = self.dict.compact(&live)?;
+            // Every entry of the spare is unset: only its length goes with the old ids.
+            self.spare_local.truncate(live.len());
+            if self.slices.is_empty() {
+                self.spare_local = Vec::new();
+            }
             self.remap_keys(&remap, live.len());
             self.live_after_compact = live.len();
             for d in 0..self.pairs.len() {
