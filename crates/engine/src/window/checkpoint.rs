@@ -15,6 +15,16 @@ use super::operator::running_for;
 use super::slices::{AggImpl, Part, Slice};
 use crate::{Error, Result};
 
+/// A checkpoint column read as `T`: a column of another type (a damaged or foreign file) is
+/// an error, not a panic. `what` names the state ("window", "session").
+pub(super) fn primitive<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    a: &'a ArrayRef,
+    what: &str,
+) -> Result<&'a arrow::array::PrimitiveArray<T>> {
+    a.as_primitive_opt::<T>()
+        .ok_or_else(|| Error::plan(format!("checkpoint: {what} state has the wrong shape")))
+}
+
 /// Layout of the window state in a checkpoint; another layout is refused.
 pub const STATE_LAYOUT: u32 = 2;
 
@@ -238,12 +248,16 @@ impl SliceAggregate {
             if meta.parts.len() != self.aggs.len() || b.num_columns() < 2 {
                 return bad("has the wrong shape");
             }
-            let gids: Vec<u32> = b.column(0).as_primitive::<UInt32Type>().values().to_vec();
+            let gids: Vec<u32> = primitive::<UInt32Type>(b.column(0), "window")?
+                .values()
+                .to_vec();
             if gids.iter().any(|&g| g as usize >= self.dict.len()) {
                 return bad("refers to an unknown key");
             }
             let mut slice = Slice::new(&self.aggs)?;
-            slice.rows = b.column(1).as_primitive::<Int64Type>().values().to_vec();
+            slice.rows = primitive::<Int64Type>(b.column(1), "window")?
+                .values()
+                .to_vec();
             slice.open = meta.open;
             let groups = gids.len();
             let mut c = 2;
@@ -256,8 +270,9 @@ impl SliceAggregate {
                 *c += 1;
                 r
             };
-            let ints =
-                |a: ArrayRef| -> Vec<i64> { a.as_primitive::<Int64Type>().values().to_vec() };
+            let ints = |a: ArrayRef| -> Result<Vec<i64>> {
+                Ok(primitive::<Int64Type>(&a, "window")?.values().to_vec())
+            };
             for (a, agg) in self.aggs.iter().enumerate() {
                 if !meta.parts[a] {
                     slice.parts[a] = Part::Freed;
@@ -269,10 +284,10 @@ impl SliceAggregate {
                         col(&mut c)?;
                         Part::Freed
                     }
-                    AggImpl::Count => Part::Ints(ints(col(&mut c)?)),
+                    AggImpl::Count => Part::Ints(ints(col(&mut c)?)?),
                     AggImpl::SumInt => Part::Sum {
-                        sum: ints(col(&mut c)?),
-                        n: ints(col(&mut c)?),
+                        sum: ints(col(&mut c)?)?,
+                        n: ints(col(&mut c)?)?,
                     },
                     AggImpl::Merge => {
                         let w = agg.expr.state_fields()?.len();
@@ -293,7 +308,7 @@ impl SliceAggregate {
                         let store = &mut self.pairs[d];
                         let mut list = Vec::with_capacity(pb.num_rows());
                         if pb.num_rows() > 0 {
-                            let gids = pb.column(0).as_primitive::<UInt32Type>().values();
+                            let gids = primitive::<UInt32Type>(pb.column(0), "window")?.values();
                             if gids.iter().any(|&g| g as usize >= self.dict.len()) {
                                 return bad("refers to an unknown key");
                             }

@@ -419,21 +419,10 @@ impl SliceAggregate {
     pub fn filter_emission(&mut self, o: usize, predicate: Arc<dyn PhysicalExpr>) {
         let group_cols = self.group.keys.len() + 1;
         let out = &mut self.outputs[o];
+        // Only counts (rows, counts, distinct counts) are tested before materialising.
         out.floors = count_floors(&predicate, group_cols)
             .into_iter()
-            .filter(|(k, _)| {
-                matches!(
-                    (
-                        out.running.get(*k),
-                        out.aggs.get(*k).map(|&a| self.aggs[a].imp)
-                    ),
-                    (Some(Running::Rows), _)
-                        | (
-                            Some(Running::Ints(_)),
-                            Some(AggImpl::Count | AggImpl::Distinct(_))
-                        )
-                )
-            })
+            .filter(|(k, _)| matches!(out.running.get(*k), Some(Running::Rows | Running::Ints(_))))
             .collect();
         out.having = Some(predicate);
     }
@@ -1272,12 +1261,14 @@ fn count_floors(pred: &Arc<dyn PhysicalExpr>, group_cols: usize) -> Vec<(usize, 
         v.extend(count_floors(b.right(), group_cols));
         return v;
     }
+    // Integer literals only: a float cast to an integer truncates toward zero, which would
+    // turn `count(x) > -0.5` into a floor of 1.
     let int = |e: &Arc<dyn PhysicalExpr>| -> Option<i64> {
-        let v = e
-            .downcast_ref::<Literal>()?
-            .value()
-            .cast_to(&arrow::datatypes::DataType::Int64);
-        match v.ok()? {
+        let v = e.downcast_ref::<Literal>()?.value();
+        if !v.data_type().is_integer() {
+            return None;
+        }
+        match v.cast_to(&arrow::datatypes::DataType::Int64).ok()? {
             ScalarValue::Int64(Some(n)) => Some(n),
             _ => None,
         }
@@ -1402,5 +1393,8 @@ mod tests {
             bin(col(3), Operator::GtEq, lit(ScalarValue::Int64(Some(3)))),
         );
         assert!(count_floors(&or, 2).is_empty());
+        // Nor does a float: `n > -0.5` holds for a count of 0.
+        let float = bin(col(2), Operator::Gt, lit(ScalarValue::Float64(Some(-0.5))));
+        assert!(count_floors(&float, 2).is_empty());
     }
 }

@@ -622,14 +622,8 @@ impl SessionAggregate {
         if b.num_rows() > 0 {
             self.dict.intern(&b.columns()[..nk], &mut ids)?;
         }
-        let bounds = |c: usize| {
-            b.column(c)
-                .as_primitive_opt::<Int64Type>()
-                .map(|a| a.values())
-        };
-        let (Some(starts), Some(ends)) = (bounds(nk), bounds(nk + 1)) else {
-            return bad("has the wrong shape");
-        };
+        let bounds = |c: usize| super::checkpoint::primitive::<Int64Type>(b.column(c), "session");
+        let (starts, ends) = (bounds(nk)?.values(), bounds(nk + 1)?.values());
         for (row, &g) in ids.iter().enumerate() {
             let (start, end) = (starts[row], ends[row]);
             if end <= start {

@@ -598,3 +598,30 @@ async fn a_damaged_session_checkpoint_is_an_error() {
         .to_string();
     assert!(e.contains("wrong shape"), "{e}");
 }
+
+/// A damaged slice checkpoint (a slice's row counts as strings) is refused with an error.
+#[tokio::test]
+async fn a_damaged_slice_checkpoint_is_an_error() {
+    let mut op = operator(HOP5).await;
+    op.process(&batch(&rows(5)[..200])).unwrap();
+    let (cp, mut blobs) = op.snapshot().unwrap();
+    let b = &blobs[1];
+    let mut cols = b.columns().to_vec();
+    let mut fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    cols[1] = Arc::new(StringArray::from_iter_values(
+        (0..b.num_rows()).map(|i| i.to_string()),
+    ));
+    fields[1] = Field::new("rows", DataType::Utf8, false);
+    blobs[1] = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    let e = operator(HOP5)
+        .await
+        .restore(&cp, &blobs)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wrong shape"), "{e}");
+}
