@@ -571,13 +571,8 @@ async fn many_sessions_of_one_key_out_of_order() {
     assert_eq!(op.stats().open_panes, 0);
 }
 
-/// A damaged session checkpoint (a column of the wrong type) is refused with an error.
-#[tokio::test]
-async fn a_damaged_session_checkpoint_is_an_error() {
-    let mut op = operator(SESSION_10S).await;
-    op.process(&batch(&session_rows(3)[..40])).unwrap();
-    let (cp, blobs) = op.snapshot().unwrap();
-    let b = &blobs[0];
+/// `b` with column `i` replaced by strings of the same name (a damaged checkpoint blob).
+fn column_as_strings(b: &RecordBatch, i: usize) -> RecordBatch {
     let mut cols = b.columns().to_vec();
     let mut fields: Vec<Field> = b
         .schema()
@@ -585,12 +580,21 @@ async fn a_damaged_session_checkpoint_is_an_error() {
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    // The start column (after the key) as strings.
-    cols[1] = Arc::new(StringArray::from_iter_values(
-        (0..b.num_rows()).map(|i| i.to_string()),
+    cols[i] = Arc::new(StringArray::from_iter_values(
+        (0..b.num_rows()).map(|r| r.to_string()),
     ));
-    fields[1] = Field::new("start", DataType::Utf8, false);
-    let damaged = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    fields[i] = Field::new(fields[i].name(), DataType::Utf8, false);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+/// A damaged session checkpoint (a column of the wrong type) is refused with an error.
+#[tokio::test]
+async fn a_damaged_session_checkpoint_is_an_error() {
+    let mut op = operator(SESSION_10S).await;
+    op.process(&batch(&session_rows(3)[..40])).unwrap();
+    let (cp, blobs) = op.snapshot().unwrap();
+    // The start column (after the key) as strings.
+    let damaged = column_as_strings(&blobs[0], 1);
     let e = operator(SESSION_10S)
         .await
         .restore(&cp, &[damaged])
@@ -605,19 +609,7 @@ async fn a_damaged_slice_checkpoint_is_an_error() {
     let mut op = operator(HOP5).await;
     op.process(&batch(&rows(5)[..200])).unwrap();
     let (cp, mut blobs) = op.snapshot().unwrap();
-    let b = &blobs[1];
-    let mut cols = b.columns().to_vec();
-    let mut fields: Vec<Field> = b
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    cols[1] = Arc::new(StringArray::from_iter_values(
-        (0..b.num_rows()).map(|i| i.to_string()),
-    ));
-    fields[1] = Field::new("rows", DataType::Utf8, false);
-    blobs[1] = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    blobs[1] = column_as_strings(&blobs[1], 1);
     let e = operator(HOP5)
         .await
         .restore(&cp, &blobs)
