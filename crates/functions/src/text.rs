@@ -20,17 +20,40 @@ mod stopwords;
 /// Languages with a stopword list.
 pub const STOPWORD_LANGS: &[&str] = &["en", "pt", "es", "de", "fr", "it", "nl", "ja", "ko"];
 
-/// Every stopword, with the languages (bits of [`STOPWORD_LANGS`]) whose list holds it.
-static STOPWORDS: LazyLock<HashMap<&'static str, u32>> = LazyLock::new(|| {
-    let mut m: HashMap<&'static str, u32> = HashMap::new();
-    for (lang, words) in stopwords::LISTS {
+/// Every stopword, with the languages (bits of [`STOPWORD_LANGS`]) whose list holds it, and
+/// a filter that answers most words that are not stopwords without hashing them.
+struct StopwordSet {
+    words: HashMap<&'static str, u32>,
+    /// One bit per [`filter_slot`], set for every stopword's.
+    filter: Vec<u64>,
+}
+
+static STOPWORDS: LazyLock<StopwordSet> = LazyLock::new(|| {
+    let mut words: HashMap<&'static str, u32> = HashMap::new();
+    let mut filter = vec![0u64; FILTER_SLOTS / 64];
+    for (lang, list) in stopwords::LISTS {
         let bit = lang_bit(lang);
-        for w in words.split_whitespace() {
-            *m.entry(w).or_default() |= bit;
+        for w in list.split_whitespace() {
+            *words.entry(w).or_default() |= bit;
+            let slot = filter_slot(w.as_bytes());
+            filter[slot / 64] |= 1 << (slot % 64);
         }
     }
-    m
+    StopwordSet { words, filter }
 });
+
+/// Slots of the stopword filter: 8 KiB, a few per cent of them set.
+const FILTER_SLOTS: usize = 1 << 16;
+
+/// A word's slot in the stopword filter, from its length and first eight bytes.
+#[inline]
+fn filter_slot(w: &[u8]) -> usize {
+    let mut x = w.len() as u64;
+    for (i, &c) in w.iter().take(8).enumerate() {
+        x ^= u64::from(c) << (8 * i);
+    }
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 16)) as usize
+}
 
 fn lang_bit(primary: &str) -> u32 {
     STOPWORD_LANGS
@@ -56,7 +79,10 @@ impl Stopwords {
     }
 
     fn contains(self, w: &str) -> bool {
-        STOPWORDS.get(w).is_some_and(|langs| langs & self.0 != 0)
+        let set = &*STOPWORDS;
+        let slot = filter_slot(w.as_bytes());
+        set.filter[slot / 64] & (1 << (slot % 64)) != 0
+            && set.words.get(w).is_some_and(|langs| langs & self.0 != 0)
     }
 }
 
@@ -70,8 +96,14 @@ fn is_url_or_mention(chunk: &str) -> bool {
     if b.first() == Some(&b'@') || b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"www.")) {
         return true;
     }
-    // Every other URL form holds a '/'.
-    if memchr::memchr(b'/', b).is_none() {
+    // Every other URL form holds a '/'. Most chunks are a word of a few bytes: core's inlined
+    // search costs less than setting up a vectorised one.
+    let has_slash = if b.len() < 32 {
+        b.contains(&b'/')
+    } else {
+        memchr::memchr(b'/', b).is_some()
+    };
+    if !has_slash {
         return false;
     }
     chunk.contains("://")
@@ -107,12 +139,22 @@ fn is_cjk_letter(c: char) -> bool {
 }
 
 /// Calls `emit` with each keyword of `text`, in order (duplicates included).
-pub fn for_each_keyword(text: &str, stop: Stopwords, mut emit: impl FnMut(&str)) {
-    let mut buf = String::new();
+pub fn for_each_keyword(text: &str, stop: Stopwords, emit: impl FnMut(&str)) {
+    for_each_keyword_with(text, stop, &mut String::new(), emit);
+}
+
+/// [`for_each_keyword`] with a word buffer kept from call to call (one allocation per batch
+/// of texts, not one per text).
+pub fn for_each_keyword_with(
+    text: &str,
+    stop: Stopwords,
+    buf: &mut String,
+    mut emit: impl FnMut(&str),
+) {
     if text.is_ascii() {
         for chunk in text.split_ascii_whitespace() {
             if !is_url_or_mention(chunk) {
-                ascii_words(chunk, stop, &mut buf, &mut emit);
+                ascii_words(chunk, stop, buf, &mut emit);
             }
         }
         return;
@@ -122,7 +164,7 @@ pub fn for_each_keyword(text: &str, stop: Stopwords, mut emit: impl FnMut(&str))
             continue;
         }
         if chunk.is_ascii() {
-            ascii_words(chunk, stop, &mut buf, &mut emit);
+            ascii_words(chunk, stop, buf, &mut emit);
         } else if chunk.chars().any(|c| script(c) != Script::Other) {
             // UAX #29 would cut Han text into single characters: split on punctuation only and
             // let `unicode_word` form script runs and bigrams.
@@ -130,12 +172,12 @@ pub fn for_each_keyword(text: &str, stop: Stopwords, mut emit: impl FnMut(&str))
                 !(is_cjk_letter(c) || c.is_alphanumeric() || c == '\'' || c == '_')
             }) {
                 if !piece.is_empty() {
-                    unicode_word(piece, stop, &mut buf, &mut emit);
+                    unicode_word(piece, stop, buf, &mut emit);
                 }
             }
         } else {
             for word in chunk.unicode_words() {
-                unicode_word(word, stop, &mut buf, &mut emit);
+                unicode_word(word, stop, buf, &mut emit);
             }
         }
     }
@@ -145,6 +187,13 @@ pub fn for_each_keyword(text: &str, stop: Stopwords, mut emit: impl FnMut(&str))
 /// and one-letter words dropped; lowercased; possessive `'s` removed.
 fn ascii_words(chunk: &str, stop: Stopwords, buf: &mut String, emit: &mut impl FnMut(&str)) {
     let b = chunk.as_bytes();
+    // The usual chunk is one lowercase word: nothing to trim, lowercase or strip.
+    if b.len() >= 2 && b.iter().all(u8::is_ascii_lowercase) {
+        if !stop.contains(chunk) {
+            emit(chunk);
+        }
+        return;
+    }
     let word_byte = |c: u8| c.is_ascii_alphanumeric() || c == b'\'' || c == b'_';
     let mut i = 0;
     while i < b.len() {
@@ -156,18 +205,33 @@ fn ascii_words(chunk: &str, stop: Stopwords, buf: &mut String, emit: &mut impl F
         while i < b.len() && word_byte(b[i]) {
             i += 1;
         }
-        let w = chunk[start..i].trim_matches(|c| c == '\'' || c == '_');
+        // Trimmed of `'` and `_` (ASCII, so byte positions are character boundaries).
+        let (mut a, mut z) = (start, i);
+        while a < z && matches!(b[a], b'\'' | b'_') {
+            a += 1;
+        }
+        while z > a && matches!(b[z - 1], b'\'' | b'_') {
+            z -= 1;
+        }
+        let w = &chunk[a..z];
         if w.len() < 2 || w.bytes().all(|c| c.is_ascii_digit()) {
             continue;
         }
-        buf.clear();
-        buf.push_str(w);
-        buf.make_ascii_lowercase();
-        if buf.len() > 3 && buf.ends_with("'s") {
-            buf.truncate(buf.len() - 2);
-        }
-        if !stop.contains(buf) {
-            emit(buf);
+        // Most words are lowercase already: they are emitted where they lie, uncopied.
+        let w = if w.bytes().any(|c| c.is_ascii_uppercase()) {
+            buf.clear();
+            buf.push_str(w);
+            buf.make_ascii_lowercase();
+            buf.as_str()
+        } else {
+            w
+        };
+        let w = match w.strip_suffix("'s") {
+            Some(stem) if w.len() > 3 => stem,
+            _ => w,
+        };
+        if !stop.contains(w) {
+            emit(w);
         }
     }
 }
@@ -346,6 +410,30 @@ mod tests {
         assert!(k.contains(&"날씨".to_string()), "{k:?}");
     }
 
+    /// The filter in front of the stopword map lets every stopword through (to the map), and
+    /// stops most other words before it.
+    #[test]
+    fn stopword_filter_keeps_every_stopword() {
+        for (lang, list) in stopwords::LISTS {
+            for w in list.split_whitespace() {
+                assert!(Stopwords::ALL.contains(w), "{w}");
+                assert!(Stopwords::for_langs([*lang]).contains(w), "{lang}: {w}");
+            }
+        }
+        let set = &*STOPWORDS;
+        let passed = (0..10_000)
+            .map(|i| format!("zq{i}x"))
+            .filter(|w| {
+                let slot = filter_slot(w.as_bytes());
+                set.filter[slot / 64] & (1 << (slot % 64)) != 0
+            })
+            .count();
+        assert!(
+            passed < 1_000,
+            "{passed} of 10000 non-stopwords passed the filter"
+        );
+    }
+
     #[test]
     fn language_specific_stopwords() {
         // "die" is a German stopword but an English word.
@@ -356,6 +444,60 @@ mod tests {
         assert_eq!(
             keywords("plants die", Stopwords::for_langs(["de-DE"])),
             vec!["plants"]
+        );
+    }
+
+    /// The words of an ASCII chunk as the rule says, the plain way: every word copied,
+    /// trimmed with `trim_matches`, lowercased, then stripped of `'s`.
+    fn plain_ascii_words(chunk: &str, stop: Stopwords) -> Vec<String> {
+        let word_byte = |c: char| c.is_ascii_alphanumeric() || c == '\'' || c == '_';
+        let mut out = Vec::new();
+        for w in chunk.split(|c| !word_byte(c)) {
+            let w = w.trim_matches(|c| c == '\'' || c == '_');
+            if w.len() < 2 || w.bytes().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let mut w = w.to_ascii_lowercase();
+            if w.len() > 3 && w.ends_with("'s") {
+                w.truncate(w.len() - 2);
+            }
+            if !stop.contains(&w) {
+                out.push(w);
+            }
+        }
+        out
+    }
+
+    /// The tokenizer's ASCII path (words emitted uncopied when lowercase, trimmed by bytes,
+    /// one buffer for every text) gives the words of the plain rule, over random chunks of
+    /// letters of both cases, digits, quotes, underscores, slashes and punctuation.
+    #[test]
+    fn ascii_words_match_the_plain_rule() {
+        let alphabet = b"aAbsSzZ09'_/.-!:@'sSthe";
+        let mut seed = 11u64;
+        let mut buf = String::new();
+        for _ in 0..20_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 59) as usize;
+            let chunk: String = (0..len)
+                .map(|k| {
+                    let r = seed.rotate_left(7 * k as u32 + 3) >> 40;
+                    alphabet[r as usize % alphabet.len()] as char
+                })
+                .collect();
+            for stop in [Stopwords::ALL, Stopwords::for_langs(["de"])] {
+                let mut got = Vec::new();
+                ascii_words(&chunk, stop, &mut buf, &mut |w: &str| {
+                    got.push(w.to_string())
+                });
+                assert_eq!(got, plain_ascii_words(&chunk, stop), "{chunk:?}");
+            }
+        }
+        assert_eq!(
+            kw("Taylor's __Big__ 'quote' SHOUT's it's x_y"),
+            vec!["taylor", "big", "quote", "shout", "x_y"]
         );
     }
 

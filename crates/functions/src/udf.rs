@@ -12,7 +12,7 @@ use datafusion::logical_expr::{
 };
 use skystream_engine::window::{KINDS, KindDef, kind_def, window_type};
 
-use crate::text::{Stopwords, for_each_hashtag, for_each_keyword};
+use crate::text::{Stopwords, for_each_hashtag, for_each_keyword_with};
 
 /// The most keywords (or hashtags) one post yields; the rest of a longer post is ignored. A
 /// real post (300 characters) has a few dozen words; a crafted one with 200,000 must not cost
@@ -122,6 +122,7 @@ impl ScalarUDFImpl for Keywords {
         };
         let mut out = ListBuilder::with_capacity(StringBuilder::with_capacity(n * 8, n * 64), n);
         let mut seen = Dedup::default();
+        let mut word = String::with_capacity(64);
         for i in 0..n {
             if text.is_null(i) {
                 out.append_null();
@@ -140,7 +141,7 @@ impl ScalarUDFImpl for Keywords {
                 _ => Stopwords::ALL,
             };
             seen.clear();
-            for_each_keyword(text.value(i), stop, |w| {
+            for_each_keyword_with(text.value(i), stop, &mut word, |w| {
                 // A word counts once per post, and a post gives at most MAX_TOKENS_PER_POST.
                 if seen.len() < MAX_TOKENS_PER_POST && seen.insert(w) {
                     out.values().append_value(w);
