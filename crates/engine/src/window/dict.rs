@@ -162,8 +162,8 @@ mod tests {
     use super::*;
 
     /// Keys with nulls in several columns, batch after batch: every row's id gives back its
-    /// own key (strings, string views, integers; sliced arrays). (DataFusion numbers some such keys out of row order; the dictionary once
-    /// refused those batches with an internal error.)
+    /// own key (strings, string views, integers; sliced arrays). DataFusion numbers some such
+    /// keys out of row order; the dictionary once refused those batches with an internal error.
     #[test]
     fn nullable_multi_column_keys_round_trip() {
         let schema = Arc::new(Schema::new(vec![
