@@ -2,8 +2,8 @@
 //!
 //! The Jetstream decoder reads a handful of fields of each event and steps over the rest. A
 //! general deserializer builds or validates everything it passes; this reader finds the fields
-//! asked for and skips other values structurally (strings with `memchr`, nested containers by
-//! depth), so an event costs about one pass over its bytes.
+//! asked for and skips other values structurally (strings with `memchr`, nested containers in
+//! one loop over a stack of bits), so an event costs about one pass over its bytes.
 //!
 //! What it checks: the JSON structure of the whole text (objects, arrays, strings, numbers,
 //! literals, nothing after the top-level value), and, for every string it returns, UTF-8
@@ -14,6 +14,8 @@ use std::borrow::Cow;
 
 /// Deepest nesting accepted (deeper input is rejected rather than risking the stack).
 const MAX_DEPTH: usize = 64;
+// `skip` keeps one bit per open container in a u64.
+const _: () = assert!(MAX_DEPTH <= 64);
 
 /// Why a text is not what the decoder expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,19 +238,8 @@ impl<'a> Reader<'a> {
             return Ok(());
         }
         loop {
-            let (raw, escaped) = self.raw_string()?;
-            let unescaped;
-            let key: &[u8] = if escaped {
-                unescaped = unescape(raw).map_err(|m| JsonError {
-                    message: m,
-                    offset: self.i,
-                })?;
-                unescaped.as_bytes()
-            } else {
-                raw
-            };
-            self.eat(b':')?;
-            field(self, key)?;
+            let key = self.key()?;
+            field(self, &key)?;
             match self.peek() {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
@@ -291,7 +282,7 @@ impl<'a> Reader<'a> {
     pub fn skip(&mut self) -> Result<()> {
         // Bit d is set when the container d levels down is an object.
         let mut objects: u64 = 0;
-        let mut depth: u32 = 0;
+        let mut depth: usize = 0;
         loop {
             // A value starts here.
             match self.peek() {
@@ -305,13 +296,13 @@ impl<'a> Reader<'a> {
                         self.i += 1;
                     } else {
                         // A container holding something may not sit MAX_DEPTH levels down.
-                        if depth as usize >= MAX_DEPTH {
+                        if depth >= MAX_DEPTH {
                             return self.err("nested too deeply");
                         }
                         objects = (objects & !(1 << depth)) | (u64::from(object) << depth);
                         depth += 1;
                         if object {
-                            self.skip_key()?;
+                            self.key()?;
                         }
                         continue;
                     }
@@ -333,7 +324,7 @@ impl<'a> Reader<'a> {
                     (Some(b','), _) => {
                         self.i += 1;
                         if object {
-                            self.skip_key()?;
+                            self.key()?;
                         }
                         break;
                     }
@@ -348,18 +339,23 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Steps over an object's key and its colon (a key's escapes are checked, as
-    /// [`object`](Self::object) checks them).
-    fn skip_key(&mut self) -> Result<()> {
+    /// An object's key (its escapes decoded: a copy only then) and the colon after it.
+    /// Inlined: every key of an event passes here.
+    #[inline(always)]
+    fn key(&mut self) -> Result<Cow<'a, [u8]>> {
         let at = self.i;
         let (raw, escaped) = self.raw_string()?;
-        if escaped {
-            unescape(raw).map_err(|m| JsonError {
+        let key = if escaped {
+            let text = unescape(raw).map_err(|m| JsonError {
                 message: m,
                 offset: at,
             })?;
-        }
-        self.eat(b':')
+            Cow::Owned(text.into_bytes())
+        } else {
+            Cow::Borrowed(raw)
+        };
+        self.eat(b':')?;
+        Ok(key)
     }
 
     /// Skips one value and returns the bytes it spans.
